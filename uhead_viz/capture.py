@@ -1,0 +1,196 @@
+"""Capture a forward pass's internals once, for every consumer (features, baselines, plots).
+
+Hooks on each layer's attention module keep only what the features need: for every
+query token, its attention weights to the previous ``window`` tokens, per head. The
+full T x T matrices never leave the attention module, and the chain is fed in chunks
+on top of the prompt's KV cache, so memory grows linearly with the chain's length.
+Hooks are removed on exit, as in TransformerLens's ``run_with_cache``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .steps import Chain
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CaptureSpec:
+    """What to keep from the forward pass. Stored in a head's config as its feature recipe."""
+
+    window: int = 5
+    top_k: int = 4
+    hidden_layers: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"window": self.window, "top_k": self.top_k, "hidden_layers": list(self.hidden_layers)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CaptureSpec:
+        return cls(window=int(d["window"]), top_k=int(d["top_k"]), hidden_layers=tuple(d.get("hidden_layers", ())))
+
+
+@dataclass
+class Internals:
+    """Per chain token: look-back attention, token probabilities, optional hidden states.
+
+    Row t describes assistant token t: ``attn[t, l, h, j]`` is the weight token t puts on
+    token t-1-j in layer l, head h; the probability features come from the distribution
+    that produced token t (the logits at position t-1).
+    """
+
+    attn: torch.Tensor  # [T, L, H, window], float32
+    topk_probs: torch.Tensor  # [T, k]
+    token_logprob: torch.Tensor  # [T]
+    entropy: torch.Tensor  # [T]
+    hidden: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [T, d]
+
+    def __len__(self) -> int:
+        return int(self.attn.shape[0])
+
+
+def attention_modules(model: Any) -> list[torch.nn.Module]:
+    """The self-attention module of each decoder layer, for Llama/Qwen2/Mistral-style models."""
+    base = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+    layers = getattr(base, "layers", None)
+    if layers is None:
+        raise ValueError(f"Cannot find decoder layers in {type(model).__name__}")
+    return [layer.self_attn for layer in layers]
+
+
+def decoder_layers(model: Any) -> list[torch.nn.Module]:
+    base = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+    return list(base.layers)
+
+
+def lookback(weights: torch.Tensor, window: int) -> torch.Tensor:
+    """Band of an attention matrix: for each query, weights on the ``window`` previous keys.
+
+    ``weights`` is [B, H, q, K] where the q queries are the last q of K cache slots.
+    Returns [B, q, H, window], zero where the key would fall before slot 0.
+    """
+    b, h, q, k = weights.shape
+    qpos = torch.arange(k - q, k, device=weights.device)
+    offs = torch.arange(1, window + 1, device=weights.device)
+    idx = qpos[:, None] - offs[None, :]  # [q, window]
+    valid = idx >= 0
+    idx = idx.clamp(min=0)
+    band = torch.gather(weights, 3, idx[None, None].expand(b, h, q, window))
+    band = band * valid[None, None].to(band.dtype)
+    return band.permute(0, 2, 1, 3)
+
+
+class Recorder:
+    """Forward hooks that keep look-back attention (and chosen hidden states) for each call."""
+
+    def __init__(self, model: Any, spec: CaptureSpec) -> None:
+        self.model = model
+        self.spec = spec
+        self.handles: list[Any] = []
+        self.attn: list[list[torch.Tensor]] = []  # per call: per layer [B, q, H, w]
+        self.hidden: dict[int, list[torch.Tensor]] = {i: [] for i in spec.hidden_layers}
+        self._current: list[torch.Tensor | None] = []
+        self.enabled = True
+
+    def __enter__(self) -> Recorder:
+        mods = attention_modules(self.model)
+        self._current = [None] * len(mods)
+        for li, m in enumerate(mods):
+            self.handles.append(m.register_forward_hook(self._attn_hook(li)))
+        layers = decoder_layers(self.model)
+        for li in self.spec.hidden_layers:
+            self.handles.append(layers[li].register_forward_hook(self._hidden_hook(li)))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+    def _attn_hook(self, li: int):
+        def hook(module: Any, args: Any, output: Any) -> Any:
+            if not self.enabled:
+                return None
+            weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            if weights is None:
+                raise RuntimeError(
+                    "The attention module returned no weights. Load the model with attn_implementation='eager'."
+                )
+            self._current[li] = lookback(weights.detach(), self.spec.window).float()
+            if li == len(self._current) - 1:
+                self.attn.append([t for t in self._current])  # type: ignore[misc]
+                self._current = [None] * len(self._current)
+            return (output[0], None) + tuple(output[2:])
+
+        return hook
+
+    def _hidden_hook(self, li: int):
+        def hook(module: Any, args: Any, output: Any) -> None:
+            if self.enabled:
+                hs = output[0] if isinstance(output, tuple) else output
+                self.hidden[li].append(hs.detach().float())
+
+        return hook
+
+    def stacked_attn(self) -> torch.Tensor:
+        """All recorded calls as [B, T, L, H, w]."""
+        return torch.cat([torch.stack(call, dim=2) for call in self.attn], dim=1)
+
+
+def prob_features(logits: torch.Tensor, targets: torch.Tensor, top_k: int) -> tuple[torch.Tensor, ...]:
+    """Top-k probabilities, log-prob of the actual token, and entropy, from [..., V] logits."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    p = logp.exp()
+    ent = -(p * logp).sum(-1)
+    topk = p.topk(top_k, dim=-1).values
+    tok = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return topk, tok, ent
+
+
+@torch.inference_mode()
+def teacher_force(llm: Any, chain: Chain, spec: CaptureSpec, chunk: int = 256) -> Internals:
+    """One pass over prompt + chain that returns the chain tokens' internals.
+
+    The prompt is prefilled without recording; the chain follows in chunks of ``chunk``
+    tokens on top of the KV cache, with hooks recording each chunk's look-back band.
+    """
+    model = llm.model
+    device = next(model.parameters()).device
+    prompt = torch.tensor([chain.prompt_ids], device=device)
+    ids = torch.tensor([chain.ids], device=device)
+    if ids.shape[1] == 0:
+        raise ValueError("The chain has no tokens to score.")
+    rec = Recorder(model, spec)
+    topks, toks, ents = [], [], []
+    with rec:
+        rec.enabled = False
+        res = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
+        past = res.past_key_values
+        last_logits = res.logits[:, -1, :]
+        rec.enabled = True
+        for s in range(0, ids.shape[1], chunk):
+            part = ids[:, s : s + chunk]
+            res = model(input_ids=part, past_key_values=past, use_cache=True)
+            past = res.past_key_values
+            # logits that produced this chunk's tokens: previous position's, shifted by one
+            logits = torch.cat([last_logits[:, None, :], res.logits[:, :-1, :]], dim=1)
+            last_logits = res.logits[:, -1, :]
+            tk, tl, en = prob_features(logits[0], part[0], spec.top_k)
+            topks.append(tk)
+            toks.append(tl)
+            ents.append(en)
+    attn = rec.stacked_attn()[0]
+    hidden = {li: torch.cat([h[0] for h in rec.hidden[li]], dim=0) for li in rec.hidden} if rec.hidden else {}
+    return Internals(
+        attn=attn,
+        topk_probs=torch.cat(topks),
+        token_logprob=torch.cat(toks),
+        entropy=torch.cat(ents),
+        hidden=hidden,
+    )

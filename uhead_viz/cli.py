@@ -1,0 +1,119 @@
+"""Command line: ``python -m uhead_viz generate | ...``.
+
+Errors a user can fix (missing model pack, bad input) print one paragraph and exit 2;
+they never show a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from .jsonl import ResumableWriter, RowError, read_rows
+from .llm import InputError
+from .packs import PackError
+from .steps import step_body
+
+logger = logging.getLogger("uhead_viz")
+
+
+def _row_question(row: dict[str, Any]) -> str | None:
+    for key in ("question", "problem", "instruction"):
+        if isinstance(row.get(key), str):
+            return row[key]
+    return None
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .llm import load_llm
+
+    if not args.question and not args.input:
+        raise InputError("Give --question TEXT, or --input questions.jsonl with --output chains.jsonl.")
+    if args.input and not args.output:
+        raise InputError("--input needs --output, the JSONL file to write chains to.")
+    if args.question is not None:
+        from .llm import clean_question
+
+        clean_question(args.question)  # refuse bad input before the model loads
+    llm = load_llm(args.model)
+    if args.question is not None:
+        chain = llm.generate([args.question], args.max_new_tokens, args.temperature, args.seed, progress=True)[0]
+        for k, s in enumerate(chain.steps, start=1):
+            sys.stdout.write(f"Step {k}: {step_body(s)}\n")
+        sys.stdout.write(f"Answer: {chain.answer if chain.answer is not None else '(none)'}\n")
+        if chain.meta.get("stop_reason") not in ("eos", "answer"):
+            logger.warning("Generation stopped early: %s", chain.meta.get("stop_reason"))
+        return 0
+
+    todo = []
+    stem = Path(args.input).stem
+    for lineno, row, err in read_rows(args.input):
+        if err or row is None:
+            logger.warning("Skipping %s line %d: %s", args.input, lineno, err)
+            continue
+        q = _row_question(row)
+        if not q or not q.strip():
+            logger.warning("Skipping %s line %d: no 'question' or 'problem' text", args.input, lineno)
+            continue
+        row = dict(row)
+        row.setdefault("id", f"{stem}-{lineno - 1}")
+        todo.append((str(row["id"]), q, row))
+    if args.limit:
+        todo = todo[: args.limit]
+    with ResumableWriter(args.output) as w:
+        pending = [t for t in todo if t[0] not in w.done]
+        logger.info("%d questions, %d already done, %d to generate", len(todo), len(todo) - len(pending), len(pending))
+        bar = tqdm(total=len(pending), desc="chains", unit="chain")
+        for s in range(0, len(pending), args.batch_size):
+            batch = pending[s : s + args.batch_size]
+            chains = llm.generate([q for _, q, _ in batch], args.max_new_tokens, args.temperature, args.seed)
+            for (rid, q, row), chain in zip(batch, chains):
+                out = {k: v for k, v in row.items() if k not in ("steps", "text", "ids", "spans")}
+                out.update(chain.to_row())
+                out["id"] = rid
+                out["prompt_len"] = len(chain.prompt_ids)
+                w.write(out)
+            bar.update(len(batch))
+        bar.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m uhead_viz", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    g = sub.add_parser("generate", help="generate step-by-step chains for questions")
+    g.add_argument("--question", help="one question; prints the steps and the answer")
+    g.add_argument("--input", help="JSONL with 'question' (or 'problem') and optional 'id' fields")
+    g.add_argument("--output", help="JSONL to append chains to; ids already there are skipped")
+    g.add_argument("--model", default=None, help="packaged name, local folder or hub id (default: UHEAD_VIZ_MODEL or qwen-coder-1.5b)")
+    g.add_argument("--max-new-tokens", type=int, default=320)
+    g.add_argument("--temperature", type=float, default=0.0)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--limit", type=int, default=0, help="only the first N questions")
+    g.set_defaults(func=cmd_generate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return int(args.func(args) or 0)
+    except (PackError, InputError, RowError, FileNotFoundError) as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted; finished records are saved, run the same command again to resume\n")
+        return 130

@@ -1,0 +1,412 @@
+"""Load a causal LM, build the reasoning prompt, and generate step-formatted chains.
+
+One loader serves three sources: a packaged offline model (the default), a local
+folder, or a hub id. Generation is a plain KV-cached decoding loop rather than
+``model.generate`` because we need, token by token, our own stop rules (answer
+line, repeated lines) and a streaming hook, for batches as well as single chains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .packs import DEFAULT_PACK, PACKS, PackError, cache_dir, ensure_converted
+from .steps import ANSWER_RE, STEP_RE, Chain, chain_from_ids
+
+logger = logging.getLogger(__name__)
+
+SYSTEM_PROMPT = (
+    "You are a careful math tutor. Solve the problem step by step. "
+    "Write each step on one line, starting with 'Step 1:', 'Step 2:', and so on. "
+    "Each step does one calculation and writes it out, like 'Step 2: 3 * 4 = 12 apples.' "
+    "Use plain text, no LaTeX, no bold, no blank lines. Never repeat a step. "
+    "After the last step, write the final answer alone on a line as 'Answer: <number>'."
+)
+# The assistant turn is opened with this text, so the model starts in the step format
+# instead of a preamble; it counts as part of the chain (the first step's marker).
+ASSISTANT_PREFIX = "Step 1:"
+_SENTINEL = "\u2063UHEAD_QUESTION\u2063"
+MAX_QUESTION_CHARS = 8000
+
+
+class InputError(ValueError):
+    """Input we refuse, with a message meant for the person who typed it."""
+
+
+def model_env_default() -> str:
+    """The model to use when none is named: ``UHEAD_VIZ_MODEL`` (a hub id on Spaces) or the packaged default."""
+    return os.environ.get("UHEAD_VIZ_MODEL", DEFAULT_PACK)
+
+
+@dataclass
+class LLM:
+    """A loaded model with its tokenizer and a short identity used to match heads to models."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+    source: str
+    fingerprint: str
+    eos_ids: set[int] = field(default_factory=set)
+    precision: str = "bf16"
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.model.config.num_attention_heads)
+
+    # ----- prompt -----------------------------------------------------------------
+    def prompt_ids(self, question: str, system_prompt: str = SYSTEM_PROMPT) -> list[int]:
+        """Chat-template the question, treating anything the user typed as plain text.
+
+        The template is rendered around a sentinel and the question is tokenized on its own
+        with special tokens split, so a typed ``<|im_start|>`` can never open a new turn.
+        """
+        question = clean_question(question)
+        messages = [{"role": "user", "content": _SENTINEL}]
+        if system_prompt:
+            messages.insert(0, {"role": "system", "content": system_prompt})
+        rendered = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        pre, post = rendered.split(_SENTINEL)
+        enc = self.tokenizer
+        return (
+            enc(pre, add_special_tokens=False)["input_ids"]
+            + enc(question, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            + enc(post, add_special_tokens=False)["input_ids"]
+        )
+
+    # ----- generation ---------------------------------------------------------------
+    def generate(
+        self,
+        questions: list[str],
+        max_new_tokens: int = 320,
+        temperature: float = 0.0,
+        seed: int = 0,
+        on_token: Callable[[int, str], None] | None = None,
+        progress: bool = False,
+    ) -> list[Chain]:
+        """Generate one chain per question in a single batch."""
+        prompts = [self.prompt_ids(q) for q in questions]
+        prefix = self.tokenizer(ASSISTANT_PREFIX, add_special_tokens=False)["input_ids"]
+        results: list[Chain | None] = [None] * len(questions)
+        for i, ids, reason in decode(
+            self, prompts, max_new_tokens, temperature, seed, on_token, progress, prefix=prefix
+        ):
+            results[i] = chain_from_ids(
+                self.tokenizer, questions[i], prompts[i], ids, stop_reason=reason, model=self.name
+            )
+        return [r for r in results if r is not None]
+
+    def stream(
+        self, question: str, max_new_tokens: int = 320, temperature: float = 0.0, seed: int = 0
+    ) -> Iterator[tuple[str, Chain | None]]:
+        """Yield the growing text after every token, and finally the finished Chain."""
+        import queue
+        import threading
+
+        q: queue.Queue = queue.Queue()
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                box["chain"] = self.generate(
+                    [question], max_new_tokens, temperature, seed, on_token=lambda i, text: q.put(text)
+                )[0]
+            except BaseException as e:  # handed to the consumer thread
+                box["error"] = e
+            q.put(None)
+
+        t = threading.Thread(target=work, daemon=True)
+        t.start()
+        while (item := q.get()) is not None:
+            yield item, None
+        t.join()
+        if "error" in box:
+            raise box["error"]
+        yield box["chain"].text, box["chain"]
+
+
+def clean_question(question: str) -> str:
+    """Refuse empty or over-long questions; drop NUL and other control characters."""
+    if not isinstance(question, str):
+        raise InputError("The question must be text.")
+    q = re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", "", question).strip()
+    if not q:
+        raise InputError("The question is empty. Type a math problem to solve.")
+    if len(q) > MAX_QUESTION_CHARS:
+        raise InputError(
+            f"The question is {len(q):,} characters long; the limit is {MAX_QUESTION_CHARS:,}. Shorten it."
+        )
+    return q
+
+
+def _norm_line(line: str) -> str:
+    line = STEP_RE.sub("", line)
+    return re.sub(r"\s+", " ", line).strip().lower()
+
+
+class StopRules:
+    """Decide, after each token, whether one sequence is done.
+
+    Stops at EOS, once an ``Answer:`` line is complete, and on degenerate repetition: a
+    step whose content repeats an earlier step, or one line that runs on without end.
+    Repeated lines are cut from the output so a looping chain still ends cleanly.
+    """
+
+    def __init__(self, tokenizer: Any, eos_ids: set[int], max_line_chars: int = 600) -> None:
+        self.tok = tokenizer
+        self.eos_ids = eos_ids
+        self.max_line_chars = max_line_chars
+
+    def check(self, ids: list[int], text: str) -> tuple[str | None, int]:
+        """Return (stop reason or None, number of tokens to keep)."""
+        if ids and ids[-1] in self.eos_ids:
+            return "eos", len(ids) - 1
+        lines = text.split("\n")
+        current = lines[-1]
+        complete = lines[:-1]
+        if complete and ANSWER_RE.match(complete[-1]) and ANSWER_RE.match(complete[-1]).group(1).strip():
+            return "answer", len(ids)
+        if len(current) > self.max_line_chars:
+            return "long_line", len(ids)
+        if text.endswith("\n") and complete:
+            last = _norm_line(complete[-1])
+            if len(last) >= 4 and last in {_norm_line(x) for x in complete[:-1]}:
+                return "repetition", self._keep_before_last_line(ids)
+        return None, len(ids)
+
+    def _keep_before_last_line(self, ids: list[int]) -> int:
+        """Number of tokens that end just before the last complete line (cutting the repeat)."""
+        text = self.tok.decode(ids)
+        target = text.rstrip("\n").rfind("\n") + 1
+        for n in range(len(ids), -1, -1):
+            if len(self.tok.decode(ids[:n])) <= target:
+                return n
+        return 0
+
+
+@torch.inference_mode()
+def decode(
+    llm: LLM,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    seed: int = 0,
+    on_token: Callable[[int, str], None] | None = None,
+    progress: bool = False,
+    prefix: list[int] | None = None,
+) -> Iterator[tuple[int, list[int], str]]:
+    """KV-cached batched decoding with per-sequence stop rules; yields (index, ids, stop reason).
+
+    ``prefix`` tokens are forced at the start of every answer and returned as part of it.
+    Prompts are left-padded; finished rows keep stepping on a pad token (cheap on CPU
+    next to the alternative of rebuilding the cache) until all rows are done.
+    """
+    prefix = list(prefix or [])
+    prompts = [list(p) + prefix for p in prompts]
+    model, tok = llm.model, llm.tokenizer
+    device = next(model.parameters()).device
+    pad = tok.pad_token_id if tok.pad_token_id is not None else next(iter(llm.eos_ids))
+    b = len(prompts)
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((b, width), pad, dtype=torch.long)
+    mask = torch.zeros((b, width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        input_ids[i, width - len(p) :] = torch.tensor(p)
+        mask[i, width - len(p) :] = 1
+    input_ids, mask = input_ids.to(device), mask.to(device)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    rules = StopRules(tok, llm.eos_ids)
+    out: list[list[int]] = [list(prefix) for _ in range(b)]
+    done = [False] * b
+    past = None
+    step_ids = input_ids
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=max_new_tokens, desc=f"generating x{b}", unit="tok", leave=False)
+    for _ in range(max_new_tokens):
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
+        res = model(
+            input_ids=step_ids, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True,
+            logits_to_keep=1,
+        )
+        past = res.past_key_values
+        logits = res.logits[:, -1, :].float()
+        if temperature > 0:
+            probs = torch.softmax(logits / temperature, dim=-1)
+            nxt = torch.multinomial(probs.cpu(), 1, generator=gen).squeeze(1).to(device)
+        else:
+            nxt = logits.argmax(-1)
+        for i in range(b):
+            if done[i]:
+                nxt[i] = pad
+                continue
+            out[i].append(int(nxt[i]))
+            text = tok.decode(out[i][:-1] if out[i][-1] in llm.eos_ids else out[i])
+            reason, keep = rules.check(out[i], text)
+            if on_token is not None and reason is None:
+                on_token(i, text)
+            if reason is not None:
+                done[i] = True
+                yield i, out[i][:keep], reason
+        if bar is not None:
+            bar.update(1)
+        if all(done):
+            break
+        step_ids = nxt.unsqueeze(1)
+        mask = torch.cat([mask, torch.ones((b, 1), dtype=mask.dtype, device=device)], dim=1)
+    if bar is not None:
+        bar.close()
+    for i in range(b):
+        if not done[i]:
+            yield i, out[i], "max_tokens"
+
+
+# ----- loading -----------------------------------------------------------------------------
+def _fingerprint(model: Any) -> str:
+    """A short identity of the base weights, the same at every precision.
+
+    Hashes the config's shape and samples of the input embedding and the final norm, which
+    stay unquantized, so an int8 and a bf16 load of one checkpoint agree.
+    """
+    h = hashlib.sha256()
+    cfg = model.config
+    h.update(f"{cfg.model_type}:{cfg.num_hidden_layers}:{cfg.hidden_size}:{cfg.vocab_size}".encode())
+    emb = model.get_input_embeddings().weight.detach()
+    rows = torch.linspace(0, emb.shape[0] - 1, 64).long()
+    h.update(emb[rows, :64].float().cpu().numpy().tobytes())
+    norm = getattr(model.get_decoder(), "norm", None)
+    if norm is not None and getattr(norm, "weight", None) is not None:
+        h.update(norm.weight.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def default_precision() -> str:
+    """``UHEAD_VIZ_PRECISION`` or, on a CPU-only machine, int8 (see quant.py for why); bf16 on a GPU."""
+    env = os.environ.get("UHEAD_VIZ_PRECISION")
+    if env:
+        return env
+    return "bf16" if torch.cuda.is_available() else "int8"
+
+
+def load_llm(
+    name: str | None = None,
+    precision: str | None = None,
+    trust_remote_code: bool = False,
+    device: str | None = None,
+) -> LLM:
+    """Load a causal LM by packaged name, local folder or hub id, with eager attention.
+
+    Eager attention is required: the features read attention weights, which SDPA does
+    not return (or returns wrong). ``precision`` is int8 (CPU, cached once), bf16 or fp32.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    name = name or model_env_default()
+    precision = precision or default_precision()
+    if precision not in ("int8", "bf16", "fp32"):
+        raise PackError(f"Unknown precision '{precision}': use int8, bf16 or fp32.")
+    t0 = time.time()
+    if name in PACKS:
+        path = str(ensure_converted(name))
+        display = PACKS[name].display_name
+        source = f"pack:{name}"
+    elif Path(name).expanduser().is_dir():
+        path = str(Path(name).expanduser())
+        display = Path(path).name
+        source = f"folder:{path}"
+    elif re.fullmatch(r"[\w.-]+/[\w.-]+", name):
+        path = name
+        display = name.split("/")[-1]
+        source = f"hub:{name}"
+    else:
+        raise PackError(
+            f"Unknown model '{name}': not a packaged model ({', '.join(PACKS)}), a local folder, "
+            "or a hub id like 'Qwen/Qwen2.5-1.5B-Instruct'."
+        )
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        if precision == "int8":
+            from .quant import ensure_int8, load_int8
+
+            if source.startswith("hub:"):
+                from huggingface_hub import snapshot_download
+
+                path = snapshot_download(path)
+            qdir = ensure_int8(path, cache_dir() / "int8" / _safe_name(path))
+            model = load_int8(qdir, AutoConfig.from_pretrained(qdir, trust_remote_code=trust_remote_code))
+        else:
+            dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=dtype, attn_implementation="eager", trust_remote_code=trust_remote_code
+            )
+    except OSError as e:
+        if source.startswith("hub:"):
+            raise PackError(
+                f"Could not load '{name}' from the Hugging Face hub ({e.__class__.__name__}). Offline, use a "
+                f"packaged model ({', '.join(PACKS)}) or a local folder."
+            ) from e
+        raise
+    model.eval()
+    if device:
+        model.to(device)
+    eos = set()
+    for x in (model.generation_config.eos_token_id, tok.eos_token_id):
+        if isinstance(x, int):
+            eos.add(x)
+        elif isinstance(x, list):
+            eos.update(x)
+    for special in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>"):
+        tid = tok.convert_tokens_to_ids(special)
+        if isinstance(tid, int) and tid != tok.unk_token_id and tid is not None:
+            eos.add(tid)
+    llm = LLM(
+        model=model,
+        tokenizer=tok,
+        name=display,
+        source=source,
+        fingerprint=_fingerprint(model),
+        eos_ids=eos,
+        precision=precision,
+    )
+    logger.info("Loaded %s (%s) in %.1f s", display, source, time.time() - t0)
+    return llm
+
+
+def _safe_name(path: str) -> str:
+    """A cache folder name for a model path: readable tail plus a hash of the full path."""
+    tail = re.sub(r"[^\w.-]+", "_", Path(path).name)[:60]
+    return f"{tail}-{hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:10]}"
+
+
+def answer_number(answer: str | None) -> float | None:
+    """The last number in an answer string (commas, $ and % dropped), or None."""
+    if not answer:
+        return None
+    s = answer.replace(",", "").replace("$", "")
+    nums = re.findall(r"-?\d+(?:\.\d+)?(?:/\d+)?", s)
+    if not nums:
+        return None
+    x = nums[-1]
+    try:
+        if "/" in x:
+            a, b = x.split("/")
+            return float(a) / float(b)
+        return float(x)
+    except (ValueError, ZeroDivisionError):
+        return None

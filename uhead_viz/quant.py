@@ -1,0 +1,149 @@
+"""Int8 weights for CPU inference, cached as safetensors.
+
+On CPUs without bf16 matrix units (AVX2 only), bf16 matmuls over many tokens run at
+about 18 GFLOPS, fp32 at about 60, and PyTorch's dynamic int8 linear layers at about
+190 GOPS; for one token at a time int8 also reads a quarter of fp32's bytes. So the
+same int8 model serves generation and the teacher-forced capture pass, and the head
+sees one set of numerics in training and in use. Every ``nn.Linear`` gets per-output-
+channel int8 weights; embeddings, norms and attention stay in fp32.
+
+Quantizing takes about 30 s, so the int8 weights, scales and zero points are stored
+as plain tensors in safetensors (no pickle) and rebuilt in a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+logger = logging.getLogger(__name__)
+
+QLinear = torch.ao.nn.quantized.dynamic.Linear
+FORMAT = "uhead-viz-int8-dynamic-v1"
+
+
+def quantize_(model: torch.nn.Module) -> torch.nn.Module:
+    """Quantize every Linear in place to dynamic int8 with per-channel weight scales."""
+    model.float()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+        torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear: qconfig}, dtype=torch.qint8, inplace=True)
+    return model
+
+
+def save_int8(model: torch.nn.Module, folder: str | Path, extra: dict[str, Any] | None = None) -> None:
+    """Write a quantized model's tensors to ``folder/int8.safetensors`` atomically."""
+    folder = Path(folder)
+    tensors: dict[str, torch.Tensor] = {}
+    qnames = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, QLinear):
+            w, b = mod._weight_bias()
+            qnames.append(name)
+            tensors[f"{name}.qweight"] = w.int_repr().contiguous()
+            tensors[f"{name}.scales"] = w.q_per_channel_scales().contiguous()
+            tensors[f"{name}.zero_points"] = w.q_per_channel_zero_points().contiguous()
+            if b is not None:
+                tensors[f"{name}.bias"] = b.detach().contiguous()
+    qset = set(qnames)
+    for name, p in list(model.named_parameters()) + list(model.named_buffers()):
+        if any(name.startswith(q + ".") for q in qset) or not isinstance(p, torch.Tensor):
+            continue
+        tensors[name] = p.detach().contiguous()
+    meta = {"format": FORMAT, "qlinear": json.dumps(qnames), **{k: json.dumps(v) for k, v in (extra or {}).items()}}
+    tmp = folder / "int8.safetensors.tmp"
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, folder / "int8.safetensors")
+
+
+def load_int8(folder: str | Path, config: Any) -> torch.nn.Module:
+    """Rebuild a quantized causal LM from ``folder/int8.safetensors`` without re-quantizing."""
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    path = Path(folder) / "int8.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a {FORMAT} file")
+    qnames = json.loads(meta["qlinear"])
+    tensors = load_file(str(path))
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager")
+    def build(name: str) -> tuple[str, QLinear]:
+        old = model.get_submodule(name)
+        has_bias = f"{name}.bias" in tensors
+        # built 1x1 then given the real weight, so fbgemm packs each weight once, not twice
+        q = QLinear(1, 1, bias_=has_bias, dtype=torch.qint8)
+        q.in_features, q.out_features = old.in_features, old.out_features
+        w = torch._make_per_channel_quantized_tensor(
+            tensors[f"{name}.qweight"], tensors[f"{name}.scales"], tensors[f"{name}.zero_points"], 0
+        )
+        q.set_weight_bias(w, tensors.get(f"{name}.bias"))
+        return name, q
+
+    # packing dominates load time and releases the GIL, so spread it over the cores
+    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+        warnings.simplefilter("ignore")
+        built = list(pool.map(build, sorted(qnames, key=lambda n: -tensors[f"{n}.qweight"].numel())))
+    for name, q in built:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, q)
+    qset = set(qnames)
+    params = dict(model.named_parameters())
+    for k, v in tensors.items():
+        owner, _, leaf = k.rpartition(".")
+        if owner in qset:
+            continue
+        mod = model.get_submodule(owner) if owner else model
+        if k in params:
+            setattr(mod, leaf, torch.nn.Parameter(v, requires_grad=False))
+        else:
+            mod.register_buffer(leaf, v)
+    if getattr(config, "tie_word_embeddings", False) and "lm_head.weight" not in tensors:
+        model.tie_weights()
+    # non-persistent buffers (rotary frequencies) are not in the file: rebuild their modules
+    for mname, mod in list(model.named_modules()):
+        if any(b.is_meta for b in mod.buffers(recurse=False)):
+            parent_name, _, child = mname.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, type(mod)(config=config))
+    left = [n for n, p in list(model.named_parameters()) + list(model.named_buffers()) if p.is_meta]
+    if left:
+        raise ValueError(f"{path} lacks tensors for: {', '.join(left[:5])}")
+    model.eval()
+    return model
+
+
+def ensure_int8(src: str | Path, dest: str | Path) -> Path:
+    """Quantize the model in ``src`` once into ``dest`` (config, tokenizer and int8 tensors)."""
+    from transformers import AutoModelForCausalLM
+
+    dest = Path(dest)
+    if (dest / "int8.safetensors").is_file():
+        return dest
+    logger.info("Quantizing %s to int8 once (about 30-60 s)", src)
+    model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32, attn_implementation="eager")
+    quantize_(model)
+    staging = dest.with_name(dest.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for f in Path(src).iterdir():
+        if f.is_file() and not f.name.endswith(".safetensors") and not f.name.startswith(".complete"):
+            shutil.copy2(f, staging / f.name)
+    save_int8(model, staging, {"source": str(src)})
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(staging, dest)
+    return dest
