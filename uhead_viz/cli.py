@@ -83,6 +83,46 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    """Score every step of every chain in a JSONL file with the head and/or baselines."""
+    from .llm import load_llm
+    from .scorers import available
+    from .scoring import build_scorers, default_head, score_file
+    from .uhead import load_head, read_config
+
+    known = available()
+    methods = [m.strip() for m in (args.methods or ",".join(known)).split(",") if m.strip()]
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise InputError(f"Unknown method(s) {', '.join(unknown)}. Known: {', '.join(known)}.")
+    if not Path(args.input).is_file():
+        raise InputError(f"No input file {args.input}: give chains as JSONL (from generate, or problem + steps rows).")
+    if args.head:
+        read_config(args.head)  # refuse a missing or broken head before the model loads
+    llm = load_llm(args.model)
+    head = None
+    if "uhead" in methods:
+        if args.head:
+            head = load_head(args.head, llm, allow_other_build=args.allow_other_build)
+        else:
+            head, why = default_head(llm, allow_other_build=args.allow_other_build)
+            if head is None:
+                methods = [m for m in methods if m != "uhead"]
+                logger.warning(
+                    "UHead is unavailable for %s: %s. Scoring with the baselines only%s. Train a head for this "
+                    "model or pass --head FOLDER.",
+                    llm.name,
+                    why,
+                    f" ({', '.join(methods)})" if methods else "",
+                )
+                if not methods:
+                    raise InputError(f"Only 'uhead' was asked for, and no head fits {llm.name}: {why}.")
+    scorers = build_scorers(llm, methods, head)
+    written, skipped = score_file(args.input, args.output, llm, scorers, args.batch_size, args.limit)
+    logger.info("Wrote %d scored chains to %s (%d rows skipped)", written, args.output, skipped)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m uhead_viz", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true")
@@ -99,6 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=8)
     g.add_argument("--limit", type=int, default=0, help="only the first N questions")
     g.set_defaults(func=cmd_generate)
+
+    sc = sub.add_parser("score", help="score each step of chains with the uncertainty head and baselines")
+    sc.add_argument("--input", required=True, help="JSONL of chains: rows from generate, or {id, problem, steps}")
+    sc.add_argument("--output", required=True, help="JSONL to append scored rows to; ids already there are skipped")
+    sc.add_argument("--methods", default=None, help="comma-separated (default: all; uhead is dropped if no head fits)")
+    sc.add_argument("--head", default=None, help="head checkpoint folder (default: a matching one in checkpoints/)")
+    sc.add_argument("--model", default=None, help="packaged name, local folder or hub id")
+    sc.add_argument("--allow-other-build", action="store_true", help="use a head trained on another build of the model")
+    sc.add_argument("--batch-size", type=int, default=8)
+    sc.add_argument("--limit", type=int, default=0, help="only the first N rows")
+    sc.set_defaults(func=cmd_score)
     return p
 
 

@@ -67,7 +67,8 @@ class ResumableWriter:
                 good.append(line)
                 if id_key in row:
                     self.done.add(str(row[id_key]))
-            if len(good) != sum(1 for x in raw if x.strip()):
+            # also rewrite when the last line lacks its newline, or the next row would join it
+            if len(good) != sum(1 for x in raw if x.strip()) or raw[-1] != "":
                 tmp = self.path.with_suffix(self.path.suffix + ".tmp")
                 tmp.write_text("".join(g + "\n" for g in good), encoding="utf-8")
                 os.replace(tmp, self.path)

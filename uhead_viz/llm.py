@@ -26,12 +26,31 @@ from .steps import ANSWER_RE, STEP_RE, Chain, chain_from_ids
 logger = logging.getLogger(__name__)
 
 SYSTEM_PROMPT = (
-    "You are a careful math tutor. Solve the problem step by step. "
-    "Write each step on one line, starting with 'Step 1:', 'Step 2:', and so on. "
-    "Each step does one calculation and writes it out, like 'Step 2: 3 * 4 = 12 apples.' "
-    "Use plain text, no LaTeX, no bold, no blank lines. Never repeat a step. "
-    "After the last step, write the final answer alone on a line as 'Answer: <number>'."
+    "You are a careful math tutor. Solve the problem step by step, one calculation per line, "
+    "each line starting 'Step k:'. Write every calculation out with its result. Plain text only. "
+    "Finish with the final number on its own line as 'Answer: <number>'."
 )
+# Two worked examples (GSM8K train) as earlier chat turns: small chat models follow a
+# shown format far more reliably than a described one (no plans, no LaTeX, an Answer line).
+EXAMPLES = [
+    (
+        "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. "
+        "How much did she earn?",
+        "Step 1: Weng earns 12 / 60 = $0.2 per minute.\n"
+        "Step 2: For 50 minutes she earns 0.2 * 50 = $10.\n"
+        "Answer: 10",
+    ),
+    (
+        "Betty is saving money for a new wallet which costs $100. Betty has only half of the money she needs. "
+        "Her parents decided to give her $15 for that purpose, and her grandparents twice as much as her "
+        "parents. How much more money does Betty need to buy the wallet?",
+        "Step 1: Betty has 100 / 2 = $50.\n"
+        "Step 2: Her grandparents give her 15 * 2 = $30.\n"
+        "Step 3: In total she now has 50 + 15 + 30 = $95.\n"
+        "Step 4: She still needs 100 - 95 = $5.\n"
+        "Answer: 5",
+    ),
+]
 # The assistant turn is opened with this text, so the model starts in the step format
 # instead of a preamble; it counts as part of the chain (the first step's marker).
 ASSISTANT_PREFIX = "Step 1:"
@@ -76,7 +95,10 @@ class LLM:
         with special tokens split, so a typed ``<|im_start|>`` can never open a new turn.
         """
         question = clean_question(question)
-        messages = [{"role": "user", "content": _SENTINEL}]
+        messages = []
+        for q, a in EXAMPLES:
+            messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        messages.append({"role": "user", "content": _SENTINEL})
         if system_prompt:
             messages.insert(0, {"role": "system", "content": system_prompt})
         rendered = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -111,7 +111,8 @@ def load_int8(folder: str | Path, config: Any) -> torch.nn.Module:
             setattr(mod, leaf, torch.nn.Parameter(v, requires_grad=False))
         else:
             mod.register_buffer(leaf, v)
-    if getattr(config, "tie_word_embeddings", False) and "lm_head.weight" not in tensors:
+    # a quantized lm_head (quantize_ unties it) must not be tied back to the embeddings
+    if getattr(config, "tie_word_embeddings", False) and "lm_head.weight" not in tensors and "lm_head" not in qset:
         model.tie_weights()
     # non-persistent buffers (rotary frequencies) are not in the file: rebuild their modules
     for mname, mod in list(model.named_modules()):

@@ -72,7 +72,7 @@ def split_text(text: str) -> tuple[list[StepRegion], str | None, int]:
     for line, off in zip(lines, offsets):
         m = ANSWER_RE.match(line)
         if m:
-            answer = m.group(1).strip()
+            answer = m.group(1).strip().strip("*").strip()
             answer_start = off
             break
         if not line.strip():

@@ -1,0 +1,81 @@
+"""Per-token feature vectors for the uncertainty head, from one capture's internals.
+
+The recipe follows the uncertainty heads of Ni et al. (2025) / Shelmanov et al. (2025):
+what a token attended to just before it (look-back attention, every layer and head) and
+how sure the model was when it produced it (top-k probabilities, entropy, log-prob of the
+token actually written), optionally plus a few layers' hidden states. The order of the
+columns is fixed, because a trained head's first Linear depends on it:
+
+    [ attn (L*H*window, layer-major, then head, then look-back distance)
+    | top-k probs (k) | entropy (1) | token log-prob (1) | hidden[l] for l in spec.hidden_layers ]
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .capture import CaptureSpec, Internals
+
+
+def feature_dim(n_layers: int, n_heads: int, spec: CaptureSpec, hidden_size: int = 0) -> int:
+    """Width of ``token_features``' output; a head's first Linear is built from it.
+
+    ``hidden_size`` only counts when the spec keeps hidden states.
+    """
+    return n_layers * n_heads * spec.window + spec.top_k + 2 + len(spec.hidden_layers) * hidden_size
+
+
+def merge_specs(*specs: CaptureSpec | None) -> CaptureSpec:
+    """The smallest spec that covers all of ``specs``, so one capture can serve every scorer."""
+    real = [s for s in specs if s is not None]
+    if not real:
+        return CaptureSpec()
+    return CaptureSpec(
+        window=max(s.window for s in real),
+        top_k=max(s.top_k for s in real),
+        hidden_layers=tuple(sorted({li for s in real for li in s.hidden_layers})),
+    )
+
+
+def covers(have: CaptureSpec, need: CaptureSpec) -> bool:
+    """Whether a capture taken with ``have`` holds everything ``need`` asks for."""
+    return (
+        have.window >= need.window and have.top_k >= need.top_k and set(need.hidden_layers) <= set(have.hidden_layers)
+    )
+
+
+def restrict(internals: Internals, spec: CaptureSpec) -> Internals:
+    """View a capture taken with a wider spec as if it had been taken with ``spec``.
+
+    Look-back column j is distance j+1 and top-k probabilities are sorted, so the first
+    ``window`` / ``top_k`` columns are exactly what a narrower capture would have kept.
+    """
+    have_w = internals.attn.shape[-1]
+    have_k = internals.topk_probs.shape[-1]
+    missing = [li for li in spec.hidden_layers if li not in internals.hidden]
+    if spec.window > have_w or spec.top_k > have_k or missing:
+        raise ValueError(
+            f"The capture holds window={have_w}, top_k={have_k}, hidden layers {sorted(internals.hidden)}; "
+            f"the features need window={spec.window}, top_k={spec.top_k}, hidden layers {list(spec.hidden_layers)}."
+        )
+    return Internals(
+        attn=internals.attn[..., : spec.window],
+        topk_probs=internals.topk_probs[:, : spec.top_k],
+        token_logprob=internals.token_logprob,
+        entropy=internals.entropy,
+        hidden={li: internals.hidden[li] for li in spec.hidden_layers},
+    )
+
+
+def token_features(internals: Internals, spec: CaptureSpec) -> torch.Tensor:
+    """``[T, F]`` float32 features, one row per chain token, in the column order above."""
+    x = restrict(internals, spec)
+    t = len(x)
+    parts = [
+        x.attn.reshape(t, -1),
+        x.topk_probs,
+        x.entropy[:, None],
+        x.token_logprob[:, None],
+    ]
+    parts += [x.hidden[li] for li in spec.hidden_layers]
+    return torch.cat([p.float() for p in parts], dim=1)

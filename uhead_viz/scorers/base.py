@@ -1,0 +1,112 @@
+"""The scorer interface, the registry, and the shared cache of forward-pass internals.
+
+Every scoring method answers one question per step: how likely is this step wrong? The
+interface is one method, ``score(chains) -> per-step p_error in [0, 1]``, so methods
+can be compared on the same rows. Most methods read the same teacher-forced forward
+pass, which is by far the expensive part, so (as in LM-Polygraph, where estimators
+declare the statistics they depend on) a scorer declares that it needs internals and
+which ``CaptureSpec``; one ``InternalsCache`` runs ``teacher_force`` once per chain with
+the union of those specs and hands every scorer its view.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import OrderedDict
+from typing import Any
+
+import torch
+
+from ..capture import CaptureSpec, Internals, teacher_force
+from ..features import covers, merge_specs, restrict
+from ..steps import Chain
+
+logger = logging.getLogger(__name__)
+
+
+def chain_key(chain: Chain) -> str:
+    """Identity of a forward pass: the exact prompt and chain token ids (not the row id,
+    which two files may reuse for different chains)."""
+    h = hashlib.sha1()
+    h.update(torch.tensor(chain.prompt_ids, dtype=torch.int64).numpy().tobytes())
+    h.update(b"|")
+    h.update(torch.tensor(chain.ids, dtype=torch.int64).numpy().tobytes())
+    return h.hexdigest()
+
+
+class InternalsCache:
+    """Runs ``teacher_force`` once per chain and serves every scorer from that one capture.
+
+    Specs are merged as scorers register (``want``); a request for more than the cached
+    capture holds re-runs the pass with the wider spec. Least-recently used captures are
+    dropped beyond ``max_items`` so a long scoring job keeps bounded memory.
+    """
+
+    def __init__(self, llm: Any, spec: CaptureSpec | None = None, max_items: int = 64) -> None:
+        self.llm = llm
+        self.spec = spec or CaptureSpec()
+        self.max_items = max_items
+        self._items: OrderedDict[str, tuple[CaptureSpec, Internals]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def want(self, spec: CaptureSpec | None) -> None:
+        """Widen the capture so it also covers ``spec``."""
+        if spec is not None:
+            self.spec = merge_specs(self.spec, spec)
+
+    def get(self, chain: Chain, spec: CaptureSpec | None = None) -> Internals:
+        """The chain's internals, restricted to ``spec`` (default: everything captured)."""
+        key = chain_key(chain)
+        need = merge_specs(self.spec, spec) if spec is not None else self.spec
+        hit = self._items.get(key)
+        if hit is not None and covers(hit[0], need):
+            self._items.move_to_end(key)
+            self.hits += 1
+            internals = hit[1]
+        else:
+            self.misses += 1
+            self.spec = need
+            internals = teacher_force(self.llm, chain, need)
+            self._items[key] = (need, internals)
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+        return restrict(internals, spec) if spec is not None else internals
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+class Scorer:
+    """One scoring method. Subclasses set ``name`` and implement ``score``.
+
+    ``needs_internals`` / ``spec`` tell the shared cache what to capture; scorers that
+    need nothing from the forward pass (e.g. an external verifier) set it False.
+    """
+
+    name: str = ""
+    needs_internals: bool = True
+    needs_head: bool = False
+    spec: CaptureSpec | None = None
+
+    def __init__(self, llm: Any, cache: InternalsCache | None = None) -> None:
+        self.llm = llm
+        self.cache = cache if cache is not None else InternalsCache(llm)
+        if self.needs_internals:
+            self.cache.want(self.spec)
+
+    def score(self, chains: list[Chain]) -> list[list[float]]:
+        """Per chain, per step: probability that the step is wrong, in [0, 1]."""
+        raise NotImplementedError
+
+
+SCORERS: dict[str, type[Scorer]] = {}
+
+
+def register(cls: type[Scorer]) -> type[Scorer]:
+    """Class decorator: make a scorer available to ``get_scorer`` under its ``name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    SCORERS[cls.name] = cls
+    return cls

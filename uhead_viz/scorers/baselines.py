@@ -1,0 +1,128 @@
+"""Unsupervised baselines: step uncertainty from the token probabilities alone.
+
+The LM-Polygraph information-based estimators, applied to each step's tokens. Each
+raw statistic u (larger = less certain) is mapped to p_error in [0, 1] by a fixed,
+monotone transform, so the numbers sit on the same axis as the head's and rank steps
+exactly as u does (AUROC/PR-AUC are unchanged by the map; only the threshold moves):
+
+========== ============================== ===================================
+method     statistic over the step         p_error
+========== ============================== ===================================
+maxprob    mean token log-prob m           1 - exp(m)   (1 - geometric-mean p)
+minprob    min token log-prob              1 - min p
+perplexity log perplexity = -m             -m / (1 - m) (= log ppl / (log ppl + 1))
+mean_entropy mean entropy H (nats)         H / (H + 1)
+max_entropy  max entropy H (nats)          H / (H + 1)
+seqprob    sum of token log-probs s        1 - exp(s)   (1 - P(step))
+========== ============================== ===================================
+
+``perplexity`` ranks steps exactly like ``maxprob`` (both are functions of the mean
+log-prob); it is kept because it is the name people look for, with a transform that
+saturates more slowly. ``seqprob`` (LM-Polygraph's Maximum Sequence Probability) is the
+extra claim-level method: it is the only baseline that grows with the step's length,
+i.e. "a step is wrong if any of its tokens is", which the per-token averages ignore.
+
+The ``Step k:`` marker that opens a step is left out of the statistics: it is nearly
+certain (and for a generated chain's first step it was forced by the prompt, not
+chosen), so it would only dilute the step's own tokens. A step that is nothing but its
+marker falls back to all of its tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ..steps import STEP_RE, Chain
+from .base import InternalsCache, Scorer, register
+
+
+def body_range(tokenizer: Any, chain: Chain, k: int) -> tuple[int, int]:
+    """Token ``[start, end)`` of step k without its leading ``Step k:`` marker tokens."""
+    a, b = chain.spans[k]
+    m = STEP_RE.match(chain.steps[k]) if k < len(chain.steps) else None
+    if m is None:
+        return a, b
+    marker = m.group(0).strip()
+    for j in range(a + 1, b):
+        if marker in tokenizer.decode(chain.ids[a:j], skip_special_tokens=False):
+            return (j, b) if j < b else (a, b)
+    return a, b
+
+
+class TokenStatScorer(Scorer):
+    """Base for baselines: one statistic per step from token log-probs / entropies."""
+
+    spec = None  # any capture will do: only the probability features are read
+
+    def __init__(self, llm: Any, cache: InternalsCache | None = None) -> None:
+        super().__init__(llm, cache)
+
+    def step_value(self, logprob: torch.Tensor, entropy: torch.Tensor) -> float:
+        raise NotImplementedError
+
+    def score(self, chains: list[Chain]) -> list[list[float]]:
+        out = []
+        for c in chains:
+            x = self.cache.get(c)
+            lp, ent = x.token_logprob.float().cpu(), x.entropy.float().cpu()
+            row = []
+            for k in range(len(c.spans)):
+                a, b = body_range(self.llm.tokenizer, c, k)
+                v = self.step_value(lp[a:b], ent[a:b])
+                row.append(min(1.0, max(0.0, float(v))) if math.isfinite(v) else 1.0)
+            out.append(row)
+        return out
+
+
+@register
+class MaxProb(TokenStatScorer):
+    name = "maxprob"
+
+    def step_value(self, logprob: torch.Tensor, entropy: torch.Tensor) -> float:
+        return 1.0 - math.exp(float(logprob.mean()))
+
+
+@register
+class MinProb(TokenStatScorer):
+    name = "minprob"
+
+    def step_value(self, logprob: torch.Tensor, entropy: torch.Tensor) -> float:
+        return 1.0 - math.exp(float(logprob.min()))
+
+
+@register
+class Perplexity(TokenStatScorer):
+    name = "perplexity"
+
+    def step_value(self, logprob: torch.Tensor, entropy: torch.Tensor) -> float:
+        log_ppl = max(0.0, -float(logprob.mean()))
+        return log_ppl / (log_ppl + 1.0)
+
+
+@register
+class MeanEntropy(TokenStatScorer):
+    name = "mean_entropy"
+
+    def step_value(self, logprob: torch.Tensor, entropy: torch.Tensor) -> float:
+        h = max(0.0, float(entropy.mean()))
+        return h / (h + 1.0)
+
+
+@register
+class MaxEntropy(TokenStatScorer):
+    name = "max_entropy"
+
+    def step_value(self, logprob: torch.Tensor, entropy: torch.Tensor) -> float:
+        h = max(0.0, float(entropy.max()))
+        return h / (h + 1.0)
+
+
+@register
+class SequenceProb(TokenStatScorer):
+    name = "seqprob"
+
+    def step_value(self, logprob: torch.Tensor, entropy: torch.Tensor) -> float:
+        return -math.expm1(float(logprob.sum()))

@@ -1,0 +1,470 @@
+"""The uncertainty head: a small transformer that reads token features and scores steps.
+
+As in Ni et al. (2025), "Reasoning with Confidence" (arXiv 2511.06209): the frozen LLM
+writes (or is teacher-forced on) a chain, every token becomes a feature vector (see
+features.py), and a head of a few million parameters predicts, per step, whether the
+step is wrong. Two ways to run it:
+
+* ``mode="step"`` (the paper's setup): one encoder pass per step. The step's tokens are
+  marked with a learned embedding, tokens after the step are masked out, and the step's
+  encoded tokens are mean-pooled into one logit. Exact, and costs n_steps passes.
+* ``mode="causal"``: one causally-masked pass over the whole chain; each step is read from
+  its tokens' outputs (mean, or its last token). The marker embedding then flags the first
+  token of every step, since no single step is "the one being scored". n_steps times
+  cheaper, and a token still sees only what came before it.
+
+There are no position embeddings: the look-back attention features already say how a
+token relates to its neighbours, and a learned position table would cap chain length.
+
+Checkpoints are a folder with ``model.safetensors`` and ``config.json`` (never pickle):
+the config names the base model and its weights fingerprint, so a head is never applied
+to internals of a model it was not trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .capture import CaptureSpec
+from .features import feature_dim
+from .llm import InputError
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "uhead-viz-head"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+ATTN_BUDGET = 1 << 25  # attention-map elements per encoder call in step mode (128 MB in fp32)
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
+
+
+class HeadError(InputError):
+    """A head checkpoint we refuse to load; the message says why and what to do (a ValueError)."""
+
+
+@dataclass
+class UHeadConfig:
+    """Sizes of the head. ``n_features`` must equal ``feature_dim`` of the base model and spec."""
+
+    n_features: int
+    d_model: int = 256
+    n_layers: int = 2
+    n_heads: int = 4
+    d_ff: int = 1024
+    dropout: float = 0.1
+    mode: str = "step"  # "step" | "causal"
+    pool: str = "mean"  # "mean" | "last" (causal mode only; step mode always mean-pools)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("step", "causal"):
+            raise ValueError(f"mode must be 'step' or 'causal', not {self.mode!r}")
+        if self.pool not in ("mean", "last"):
+            raise ValueError(f"pool must be 'mean' or 'last', not {self.pool!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+
+
+def base_info(llm: Any) -> dict[str, Any]:
+    """What a head records about the model whose internals it reads (name, build, shape)."""
+    cfg = llm.model.config
+    return {
+        "name": llm.name,
+        "fingerprint": llm.fingerprint,
+        "precision": llm.precision,
+        "model_type": str(cfg.model_type),
+        "architecture": type(llm.model).__name__,
+        "n_layers": int(cfg.num_hidden_layers),
+        "n_heads": int(cfg.num_attention_heads),
+        "hidden_size": int(cfg.hidden_size),
+    }
+
+
+def spans_to_mask(spans: list[tuple[int, int]] | list[list[int]], t: int) -> torch.Tensor:
+    """``[S, T]`` bool: row k is True on step k's tokens."""
+    m = torch.zeros(len(spans), t, dtype=torch.bool)
+    for k, (a, b) in enumerate(spans):
+        m[k, a:b] = True
+    return m
+
+
+class UHead(nn.Module):
+    """Per-token projection -> step marker -> TransformerEncoder -> pooled step logit."""
+
+    def __init__(
+        self,
+        config: UHeadConfig,
+        spec: CaptureSpec | None = None,
+        base: dict[str, Any] | None = None,
+        threshold: float = 0.5,
+    ) -> None:
+        super().__init__()
+        c = self.config = config
+        self.spec = spec or CaptureSpec()
+        self.base = dict(base or {})  # base_info() of the model it reads
+        self.threshold = float(threshold)
+        self.training_summary: dict[str, Any] = {}  # (nn.Module already owns `.training`)
+        self.metrics: dict[str, Any] = {}
+        self.proj = nn.Sequential(
+            nn.Linear(c.n_features, c.d_model), nn.LayerNorm(c.d_model), nn.GELU(), nn.Linear(c.d_model, c.d_model)
+        )
+        self.marker = nn.Embedding(2, c.d_model)
+        layer = nn.TransformerEncoderLayer(
+            c.d_model, c.n_heads, c.d_ff, c.dropout, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(
+            layer, c.n_layers, norm=nn.LayerNorm(c.d_model), enable_nested_tensor=False
+        )
+        self.classifier = nn.Linear(c.d_model, 1)
+
+    @classmethod
+    def for_llm(cls, llm: Any, spec: CaptureSpec | None = None, **sizes: Any) -> UHead:
+        """A fresh (untrained) head sized for ``llm``'s features."""
+        spec = spec or CaptureSpec()
+        info = base_info(llm)
+        n = feature_dim(info["n_layers"], info["n_heads"], spec, info["hidden_size"])
+        return cls(UHeadConfig(n_features=n, **sizes), spec=spec, base=info)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def _encode(self, x: torch.Tensor, marker: torch.Tensor, valid: torch.Tensor, causal: bool) -> torch.Tensor:
+        h = x + self.marker(marker.long())
+        mask = None
+        if causal:
+            t = h.shape[1]
+            mask = torch.ones(t, t, dtype=torch.bool, device=h.device).triu(1)
+        return self.encoder(h, mask=mask, src_key_padding_mask=~valid, is_causal=causal)
+
+    def forward(self, feats: torch.Tensor, valid: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """Batched logits: feats [B,T,F], valid [B,T] (not padding), steps [B,S,T] -> [B,S].
+
+        Padded step rows (all False) get logit 0; mask them out of any loss.
+        """
+        x = self.proj(feats)
+        b, s, t = steps.shape
+        present = steps.any(-1)
+        pos = torch.arange(t, device=feats.device)
+        if self.config.mode == "step":
+            bi, si = present.nonzero(as_tuple=True)
+            m = steps[bi, si]  # [R, T] one row per step to score
+            end = ((pos + 1) * m).amax(-1)  # one past the step's last token
+            tmax = int(end.max()) if len(end) else 1
+            # rows in chunks, so the R x heads x T x T attention maps stay within ATTN_BUDGET
+            per = max(1, ATTN_BUDGET // (self.config.n_heads * tmax * tmax))
+            out = []
+            for i in range(0, len(bi), per):
+                e = end[i : i + per]
+                tc = int(e.max())
+                mc = m[i : i + per, :tc]
+                vis = valid[bi[i : i + per], :tc] & (pos[None, :tc] < e[:, None])  # later tokens masked out
+                h = self._encode(x[bi[i : i + per], :tc], mc, vis, causal=False)
+                mf = mc.unsqueeze(-1).to(h.dtype)
+                out.append(self.classifier((h * mf).sum(1) / mf.sum(1).clamp(min=1)).squeeze(-1))
+            logits = torch.cat(out) if out else x.new_zeros(0)
+            return x.new_zeros(b, s).index_put((bi, si), logits)
+        starts = steps & ~nn.functional.pad(steps, (1, 0))[..., :t]  # first token of each step
+        h = self._encode(x, starts.any(1), valid, causal=True)  # [B, T, d]
+        if self.config.pool == "last":
+            last = (((pos + 1) * steps).amax(-1) - 1).clamp(min=0)  # [B, S]
+            pooled = torch.gather(h, 1, last.unsqueeze(-1).expand(b, s, h.shape[-1]))
+        else:
+            sf = steps.to(h.dtype)
+            pooled = torch.einsum("bst,btd->bsd", sf, h) / sf.sum(-1, keepdim=True).clamp(min=1)
+        return self.classifier(pooled).squeeze(-1).masked_fill(~present, 0.0)
+
+    def step_logits(self, feats: torch.Tensor, spans: list[tuple[int, int]] | list[list[int]]) -> torch.Tensor:
+        """Logits for one chain: feats [T, F] and one ``[start, end)`` span per step -> [n_steps]."""
+        t = feats.shape[0]
+        steps = spans_to_mask(spans, t).to(feats.device)[None]
+        valid = torch.ones(1, t, dtype=torch.bool, device=feats.device)
+        return self(feats[None], valid, steps)[0]
+
+
+def collate(
+    items: list[tuple[torch.Tensor, list[tuple[int, int]]]], device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pad (feats [T,F], spans) pairs into forward()'s (feats, valid, steps) batch."""
+    tmax = max(f.shape[0] for f, _ in items)
+    smax = max(len(sp) for _, sp in items)
+    device = device if device is not None else items[0][0].device
+    feats = torch.zeros(len(items), tmax, items[0][0].shape[1], device=device)
+    valid = torch.zeros(len(items), tmax, dtype=torch.bool, device=device)
+    steps = torch.zeros(len(items), smax, tmax, dtype=torch.bool)
+    for i, (f, sp) in enumerate(items):
+        feats[i, : f.shape[0]] = f.to(device=device, dtype=feats.dtype)
+        valid[i, : f.shape[0]] = True
+        steps[i, : len(sp)] = spans_to_mask(sp, tmax)
+    return feats, valid, steps.to(device)
+
+
+def bce_loss(logits: torch.Tensor, labels: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy over the steps that exist (label 1 = the step is wrong)."""
+    present = steps.any(-1)
+    return nn.functional.binary_cross_entropy_with_logits(logits[present], labels[present].float())
+
+
+# ----- checkpoints -------------------------------------------------------------------------
+def save_head(head: UHead, folder: str | Path) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` into ``folder`` (each replaced atomically)."""
+    from safetensors.torch import save_file
+
+    missing = [
+        k for k in ("name", "fingerprint", "model_type", "n_layers", "n_heads", "hidden_size") if not head.base.get(k)
+    ]
+    if missing:
+        raise ValueError(
+            f"The head does not say which model it reads (no {', '.join(missing)}); build it with "
+            "UHead.for_llm(llm) so the checkpoint can be matched to its model."
+        )
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().float().cpu().contiguous() for k, v in head.state_dict().items()}
+    tmp = folder / (WEIGHTS + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": FORMAT})
+    digest = _sha256(tmp)
+    os.replace(tmp, folder / WEIGHTS)
+    cfg = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "base_model": {k: head.base.get(k) for k in ("name", "fingerprint", "precision", "model_type", "architecture")},
+        "features": {
+            **head.spec.to_dict(),
+            "n_layers": head.base.get("n_layers"),
+            "n_heads": head.base.get("n_heads"),
+            "hidden_size": head.base.get("hidden_size"),
+            "n_features": head.config.n_features,
+        },
+        "head": asdict(head.config),
+        "n_parameters": head.num_parameters(),
+        "threshold": head.threshold,
+        "training": head.training_summary,
+        "metrics": head.metrics,
+        "weights": {"file": WEIGHTS, "sha256": digest},
+    }
+    tmp = folder / (CONFIG + ".tmp")
+    tmp.write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, folder / CONFIG)
+    return folder
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _norm_name(name: Any) -> str:
+    return str(name or "").strip().rstrip("/").split("/")[-1].lower()
+
+
+def read_config(folder: str | Path) -> tuple[Path, dict[str, Any]]:
+    """Locate a head folder and parse its config.json; HeadError if it is not a head checkpoint."""
+    p = Path(folder).expanduser()
+    if p.is_file():
+        if p.suffix.lower() in PICKLE_SUFFIXES:
+            raise HeadError(
+                f"{p} is a pickle file ({p.suffix}); heads load only from safetensors, because unpickling "
+                "runs arbitrary code. Give the folder that holds model.safetensors and config.json."
+            )
+        p = p.parent
+    if not p.is_dir():
+        raise HeadError(f"No head checkpoint at {p}: the folder does not exist.")
+    if not (p / CONFIG).is_file():
+        pickles = sorted(x.name for x in p.iterdir() if x.suffix.lower() in PICKLE_SUFFIXES)
+        why = (
+            f"it holds only pickle files ({', '.join(pickles)}), which are never loaded because unpickling runs code"
+            if pickles
+            else "it has no config.json"
+        )
+        raise HeadError(f"{p} is not a head checkpoint: {why}. A head folder has model.safetensors and config.json.")
+    try:
+        cfg = json.loads((p / CONFIG).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise HeadError(f"{p / CONFIG} is not valid JSON ({e}); the checkpoint is damaged.") from e
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        raise HeadError(f"{p / CONFIG} is not a uhead_viz head config (its 'format' is not '{FORMAT}').")
+    if int(cfg.get("format_version", 0)) > FORMAT_VERSION:
+        raise HeadError(
+            f"{p} was written by a newer uhead_viz (head format {cfg.get('format_version')}, this one reads "
+            f"up to {FORMAT_VERSION}). Upgrade uhead_viz to use it."
+        )
+    for key in ("base_model", "features", "head"):
+        if not isinstance(cfg.get(key), dict):
+            raise HeadError(f"{p / CONFIG} lacks its '{key}' section; the checkpoint is damaged.")
+    return p, cfg
+
+
+def check_compatible(
+    cfg: dict[str, Any], llm: Any, allow_other_build: bool = False, where: str = "", warn: bool = True
+) -> None:
+    """Raise HeadError unless the head's features can come from ``llm``; warn on a tolerated mismatch."""
+    have = base_info(llm)
+    want = cfg["base_model"]
+    feats = cfg["features"]
+    label = f"The head {where} ".replace("  ", " ") if where else "The head "
+    shape = [(k, feats.get(k), have[k]) for k in ("n_layers", "n_heads", "hidden_size") if feats.get(k) != have[k]]
+    if want.get("model_type") and want["model_type"] != have["model_type"]:
+        shape.insert(0, ("architecture", want["model_type"], have["model_type"]))
+    if shape:
+        diffs = ", ".join(f"{k} {a} vs {b}" for k, a, b in shape)
+        raise HeadError(
+            f"{label}was trained on {want.get('name')} and cannot read {have['name']}: the models differ "
+            f"({diffs}), so its features would mean something else. Train a head for {have['name']} or load "
+            "the model it was trained on (--model)."
+        )
+    spec = CaptureSpec.from_dict(feats)
+    if int(cfg["head"].get("n_features", -1)) != feature_dim(
+        have["n_layers"], have["n_heads"], spec, have["hidden_size"]
+    ):
+        raise HeadError(f"{label}has a feature recipe that does not add up to its input size; the config is damaged.")
+    if any(not 0 <= li < have["n_layers"] for li in spec.hidden_layers):
+        raise HeadError(f"{label}reads hidden layers {list(spec.hidden_layers)}, which {have['name']} does not have.")
+    if want.get("fingerprint") == have["fingerprint"]:
+        if warn and want.get("precision") and want["precision"] != have["precision"]:
+            logger.warning(
+                "%strained on %s internals; this model runs at %s, so scores may shift slightly.",
+                label,
+                want["precision"],
+                have["precision"],
+            )
+        return
+    same_name = _norm_name(want.get("name")) == _norm_name(have["name"])
+    if not same_name:
+        raise HeadError(
+            f"{label}was trained on {want.get('name')} (weights {want.get('fingerprint')}), not on "
+            f"{have['name']} (weights {have['fingerprint']}). Load the model it was trained on, or train "
+            f"a head for {have['name']}."
+        )
+    if not allow_other_build:
+        raise HeadError(
+            f"{label}was trained on another build of {have['name']}: weights fingerprint "
+            f"{want.get('fingerprint')}, this model's is {have['fingerprint']}. Its scores would not be "
+            "calibrated for these weights. Pass --allow-other-build (allow_other_build=True) to use it anyway."
+        )
+    if warn:
+        logger.warning(
+            "%sis for another build of %s (fingerprint %s, this one %s); using it as asked, scores may be off.",
+            label,
+            have["name"],
+            want.get("fingerprint"),
+            have["fingerprint"],
+        )
+
+
+def _read_weights(path: Path, expected_sha: str | None) -> dict[str, torch.Tensor]:
+    """Load a safetensors file after checking it is one (not pickle) and is intact."""
+    from safetensors.torch import load_file
+
+    if path.suffix.lower() != ".safetensors":
+        raise HeadError(f"{path.name} is not a .safetensors file; heads load only from safetensors.")
+    if not path.is_file():
+        pickles = sorted(x.name for x in path.parent.iterdir() if x.suffix.lower() in PICKLE_SUFFIXES)
+        extra = f" (found pickle files {', '.join(pickles)}, which are never loaded)" if pickles else ""
+        raise HeadError(f"The head folder {path.parent} has no {path.name}{extra}.")
+    head = path.read_bytes()[:16]
+    if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
+        raise HeadError(
+            f"{path} is a pickle / torch.save file with a .safetensors name. It was not loaded: unpickling "
+            "runs arbitrary code. Re-save the head with save_head()."
+        )
+    size = path.stat().st_size
+    n = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
+    if n <= 0 or 8 + n > size or head[8:9] != b"{":
+        raise HeadError(f"{path} is not a valid safetensors file (bad header); the checkpoint is corrupt.")
+    if expected_sha and _sha256(path) != expected_sha:
+        raise HeadError(
+            f"{path} does not match the sha256 recorded in config.json; the weights are corrupt or were "
+            "replaced. Re-copy or re-train the head."
+        )
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise HeadError(f"{path} could not be read as safetensors ({e}); the checkpoint is corrupt.") from e
+
+
+def load_head(folder: str | Path, llm: Any = None, allow_other_build: bool = False) -> UHead:
+    """Load a head saved by ``save_head``, refusing it if it cannot read ``llm``'s internals.
+
+    Checks, in order: a real head folder and config; the base model's architecture,
+    shape and feature recipe; the weights fingerprint (another build only with
+    ``allow_other_build``); a genuine, intact safetensors file; exactly the expected
+    tensor names and shapes. Never unpickles anything.
+    """
+    p, cfg = read_config(folder)
+    if llm is not None:
+        check_compatible(cfg, llm, allow_other_build, where=f"at {p}")
+    wfile = str(cfg.get("weights", {}).get("file", WEIGHTS))
+    if Path(wfile).name != wfile:
+        raise HeadError(f"{p / CONFIG} names weights outside its folder ({wfile!r}); refusing it.")
+    tensors = _read_weights(p / wfile, cfg.get("weights", {}).get("sha256"))
+    try:
+        config = UHeadConfig(**cfg["head"])
+        spec = CaptureSpec.from_dict(cfg["features"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise HeadError(f"{p / CONFIG} has an invalid head or feature section ({e}).") from e
+    base = {**cfg["base_model"], **{k: cfg["features"].get(k) for k in ("n_layers", "n_heads", "hidden_size")}}
+    head = UHead(config, spec=spec, base=base, threshold=float(cfg.get("threshold", 0.5)))
+    head.training_summary = dict(cfg.get("training") or {})
+    head.metrics = dict(cfg.get("metrics") or {})
+    expected = head.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unknown = sorted(set(tensors) - set(expected))
+    if missing or unknown:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        if unknown:
+            parts.append(f"unknown {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
+        raise HeadError(f"{p / wfile} does not fit the head its config describes: {'; '.join(parts)} tensors.")
+    bad = [k for k, v in expected.items() if tuple(tensors[k].shape) != tuple(v.shape)]
+    if bad:
+        raise HeadError(
+            f"{p / wfile} has tensors of the wrong shape for its config ({', '.join(bad[:5])}); the checkpoint is damaged."
+        )
+    head.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
+    head.eval()
+    return head
+
+
+@dataclass
+class HeadCandidate:
+    """A head found in a checkpoints folder, and whether it fits the loaded model."""
+
+    path: Path
+    config: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None  # why it does not fit, or None
+
+
+def find_heads(root: str | Path, llm: Any, allow_other_build: bool = False) -> list[HeadCandidate]:
+    """Every ``root/*/config.json`` head, with why it does or does not fit ``llm`` (fitting ones first, newest first)."""
+    root = Path(root)
+    out = []
+    if not root.is_dir():
+        return out
+    for cfg_path in sorted(root.glob(f"*/{CONFIG}")):
+        try:
+            p, cfg = read_config(cfg_path.parent)
+            check_compatible(cfg, llm, allow_other_build, warn=False)
+            out.append(HeadCandidate(p, cfg))
+        except HeadError as e:
+            out.append(HeadCandidate(cfg_path.parent, {}, str(e)))
+    fp = llm.fingerprint
+
+    def rank(c: HeadCandidate) -> tuple[bool, bool, float]:
+        other_build = c.config.get("base_model", {}).get("fingerprint") != fp
+        return (c.reason is not None, other_build, -c.path.joinpath(CONFIG).stat().st_mtime)
+
+    out.sort(key=rank)
+    return out
