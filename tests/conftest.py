@@ -169,16 +169,30 @@ class ScriptedLM(torch.nn.Module):
         self.calls = 0
         self.config = types.SimpleNamespace(num_hidden_layers=1, num_attention_heads=1)
 
-    def forward(self, input_ids, attention_mask, past_key_values=None, **kw):
+    def forward(self, input_ids, attention_mask=None, past_key_values=None, **kw):
         self.calls += 1
-        width = attention_mask.shape[1] if past_key_values is None else past_key_values["width"]
-        n_out = attention_mask.shape[1] - width  # tokens generated so far
+        total = attention_mask.shape[1] if attention_mask is not None else input_ids.shape[1]
+        if past_key_values is None or input_ids.shape[1] > 1:  # a prompt (or prompt-tail) call
+            width = total
+        else:
+            width = past_key_values.width
+        n_out = total - width  # tokens generated so far
         logits = torch.full((input_ids.shape[0], 1, self.vocab), -1e4)
         for i in range(input_ids.shape[0]):
             script = self.scripts[i] if i < len(self.scripts) else []
             nxt = script[n_out] if n_out < len(script) else self.filler
             logits[i, 0, nxt] = 0.0
-        return types.SimpleNamespace(logits=logits, past_key_values={"width": width})
+        return types.SimpleNamespace(logits=logits, past_key_values=_ScriptCache(width))
+
+
+class _ScriptCache:
+    """The scripted model's 'KV cache': only the prompt width, so it knows how far it has written."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        pass
 
 
 @pytest.fixture

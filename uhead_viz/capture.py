@@ -170,9 +170,12 @@ def teacher_force(llm: Any, chain: Chain, spec: CaptureSpec, chunk: int = 256) -
     topks, toks, ents = [], [], []
     with rec:
         rec.enabled = False
-        res = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
-        past = res.past_key_values
-        last_logits = res.logits[:, -1, :]
+        if hasattr(llm, "prefill"):  # reuses the shared template prefix's KV cache
+            pad = llm.tokenizer.pad_token_id if llm.tokenizer.pad_token_id is not None else 0
+            past, last_logits, _ = llm.prefill([list(chain.prompt_ids)], pad)
+        else:
+            res = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
+            past, last_logits = res.past_key_values, res.logits[:, -1, :]
         rec.enabled = True
         for s in range(0, ids.shape[1], chunk):
             part = ids[:, s : s + chunk]

@@ -8,10 +8,12 @@ line, repeated lines) and a streaming hook, for batches as well as single chains
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -78,6 +80,9 @@ class LLM:
     fingerprint: str
     eos_ids: set[int] = field(default_factory=set)
     precision: str = "bf16"
+    _template_prefix: list[int] = field(default_factory=list, repr=False)
+    _prefix_kv: tuple[tuple[int, ...], Any] | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def n_layers(self) -> int:
@@ -104,11 +109,56 @@ class LLM:
         rendered = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         pre, post = rendered.split(_SENTINEL)
         enc = self.tokenizer
+        pre_ids = enc(pre, add_special_tokens=False)["input_ids"]
+        if system_prompt == SYSTEM_PROMPT:
+            self._template_prefix = list(pre_ids)
         return (
-            enc(pre, add_special_tokens=False)["input_ids"]
+            pre_ids
             + enc(question, add_special_tokens=False, split_special_tokens=True)["input_ids"]
             + enc(post, add_special_tokens=False)["input_ids"]
         )
+
+    @torch.inference_mode()
+    def prefill(self, prompts: list[list[int]], pad: int) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """Run the prompts, reusing the KV cache of the shared template prefix.
+
+        The system prompt and worked examples are the same for every question, so their KV
+        cache is computed once and copied into each batch. Rows are laid out as
+        ``[shared prefix][padding][own tail]``; the attention mask hides the padding and
+        position ids skip it, so each row sees exactly its own prompt.
+        Returns (cache, last-position logits [B, V], attention mask [B, total]).
+        """
+        device = next(self.model.parameters()).device
+        b = len(prompts)
+        shared = _common_prefix([self._template_prefix] + prompts) if self._template_prefix else 0
+        shared = min(shared, min(len(p) for p in prompts) - 1)
+        past = None
+        if shared >= 8:
+            key = tuple(prompts[0][:shared])
+            with self._lock:
+                if self._prefix_kv is None or self._prefix_kv[0] != key:
+                    res = self.model(input_ids=torch.tensor([list(key)], device=device), use_cache=True, logits_to_keep=1)
+                    self._prefix_kv = (key, res.past_key_values)
+                past = copy.deepcopy(self._prefix_kv[1])
+            if b > 1:
+                past.batch_repeat_interleave(b)
+        else:
+            shared = 0
+        tails = [p[shared:] for p in prompts]
+        width = max(len(t) for t in tails)
+        ids = torch.full((b, width), pad, dtype=torch.long)
+        mask = torch.zeros((b, shared + width), dtype=torch.long)
+        mask[:, :shared] = 1
+        for i, t in enumerate(tails):
+            ids[i, width - len(t) :] = torch.tensor(t)
+            mask[i, shared + width - len(t) :] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+        res = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True,
+            logits_to_keep=1,
+        )
+        return res.past_key_values, res.logits[:, -1, :], mask
 
     # ----- generation ---------------------------------------------------------------
     def generate(
@@ -243,32 +293,18 @@ def decode(
     device = next(model.parameters()).device
     pad = tok.pad_token_id if tok.pad_token_id is not None else next(iter(llm.eos_ids))
     b = len(prompts)
-    width = max(len(p) for p in prompts)
-    input_ids = torch.full((b, width), pad, dtype=torch.long)
-    mask = torch.zeros((b, width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        input_ids[i, width - len(p) :] = torch.tensor(p)
-        mask[i, width - len(p) :] = 1
-    input_ids, mask = input_ids.to(device), mask.to(device)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     rules = StopRules(tok, llm.eos_ids)
     out: list[list[int]] = [list(prefix) for _ in range(b)]
     done = [False] * b
-    past = None
-    step_ids = input_ids
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=max_new_tokens, desc=f"generating x{b}", unit="tok", leave=False)
-    for _ in range(max_new_tokens):
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
-        res = model(
-            input_ids=step_ids, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True,
-            logits_to_keep=1,
-        )
-        past = res.past_key_values
-        logits = res.logits[:, -1, :].float()
+    past, logits, mask = llm.prefill(prompts, pad)
+    for n_step in range(max_new_tokens):
+        logits = logits.float()
         if temperature > 0:
             probs = torch.softmax(logits / temperature, dim=-1)
             nxt = torch.multinomial(probs.cpu(), 1, generator=gen).squeeze(1).to(device)
@@ -288,10 +324,15 @@ def decode(
                 yield i, out[i][:keep], reason
         if bar is not None:
             bar.update(1)
-        if all(done):
+        if all(done) or n_step == max_new_tokens - 1:
             break
-        step_ids = nxt.unsqueeze(1)
         mask = torch.cat([mask, torch.ones((b, 1), dtype=mask.dtype, device=device)], dim=1)
+        pos = mask.sum(-1, keepdim=True) - 1
+        res = model(
+            input_ids=nxt.unsqueeze(1), attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True
+        )
+        past = res.past_key_values
+        logits = res.logits[:, -1, :]
     if bar is not None:
         bar.close()
     for i in range(b):
@@ -408,6 +449,15 @@ def load_llm(
     )
     logger.info("Loaded %s (%s) in %.1f s", display, source, time.time() - t0)
     return llm
+
+
+def _common_prefix(seqs: list[list[int]]) -> int:
+    n = min(len(x) for x in seqs)
+    for i in range(n):
+        t = seqs[0][i]
+        if any(x[i] != t for x in seqs):
+            return i
+    return n
 
 
 def _safe_name(path: str) -> str:
