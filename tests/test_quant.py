@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 
 from uhead_viz import llm as llm_mod
 from uhead_viz.quant import (
+    W8Linear,
     FORMAT,
     QLinear,
     ensure_int8,
@@ -27,6 +28,11 @@ def logits(model, x=X):
         return model(input_ids=x).logits
 
 
+def meta_keys(folder):
+    with safe_open(str(folder / "int8.safetensors"), framework="pt") as f:
+        return set(f.keys())
+
+
 def linear_names(model, cls):
     return sorted(n for n, m in model.named_modules() if isinstance(m, cls))
 
@@ -37,7 +43,10 @@ def test_round_trip_gives_identical_logits(make_model, tmp_path, kind, tie):
     dense = logits(model)
     dense_names = linear_names(model, torch.nn.Linear)
     quantize_(model)
-    assert linear_names(model, QLinear) == dense_names
+    w8_names = [n for n in dense_names if n.endswith("down_proj")]
+    dyn_names = [n for n in dense_names if n not in w8_names]
+    assert w8_names and linear_names(model, W8Linear) == w8_names
+    assert linear_names(model, QLinear) == dyn_names
     assert linear_names(model, torch.nn.Linear) == []
     q = logits(model)
     # int8 is close to fp32, not equal to it
@@ -51,11 +60,14 @@ def test_round_trip_gives_identical_logits(make_model, tmp_path, kind, tie):
         assert f.get_tensor("model.layers.0.self_attn.q_proj.qweight").dtype == torch.int8
     assert meta["format"] == FORMAT
     assert json.loads(meta["source"]) == "unit-test" and json.loads(meta["n"]) == 3
-    assert sorted(json.loads(meta["qlinear"])) == dense_names
+    assert sorted(json.loads(meta["qlinear"])) == dyn_names
+    assert sorted(json.loads(meta["w8linear"])) == w8_names
+    assert f"{w8_names[0]}.qweight" in meta_keys(tmp_path)
 
     loaded = load_int8(tmp_path, model.config)
     assert not loaded.training
-    assert linear_names(loaded, QLinear) == dense_names
+    assert linear_names(loaded, QLinear) == dyn_names
+    assert linear_names(loaded, W8Linear) == w8_names
     assert not any(p.is_meta for p in list(loaded.parameters()) + list(loaded.buffers()))
     assert torch.equal(logits(loaded), q)
     longer = torch.arange(40).reshape(2, 20) + 3
@@ -104,7 +116,7 @@ def test_ensure_int8_quantizes_once_and_load_llm_uses_it(make_model, tokenizer, 
     loaded = llm_mod.load_llm(str(src), precision="int8")
     assert loaded.precision == "int8"
     assert linear_names(loaded.model, torch.nn.Linear) == []
-    assert list((tmp_path / "cache" / "int8").iterdir())  # cached under UHEAD_VIZ_CACHE
+    assert list((tmp_path / "cache" / "int8-v2").iterdir())  # cached under UHEAD_VIZ_CACHE
     assert loaded.fingerprint == llm_mod._fingerprint(dense)
     x = torch.tensor([loaded.prompt_ids("What is 2 + 3?")])
     ref = quantize_(make_model("qwen2", seed=4, tie=True))

@@ -411,7 +411,7 @@ def load_llm(
                 from huggingface_hub import snapshot_download
 
                 path = snapshot_download(path)
-            qdir = ensure_int8(path, cache_dir() / "int8" / _safe_name(path))
+            qdir = ensure_int8(path, cache_dir() / "int8-v2" / _safe_name(path))
             model = load_int8(qdir, AutoConfig.from_pretrained(qdir, trust_remote_code=trust_remote_code))
         else:
             dtype = torch.bfloat16 if precision == "bf16" else torch.float32
