@@ -6,7 +6,11 @@ STAMP := $(VENV)/.deps-stamp
 MODEL_STAMP := $(VENV)/.model-stamp
 EXTRA_STAMP := $(VENV)/.models-extra-stamp
 
-.PHONY: run test setup models models-all bench lint train clean-cache browsers
+DATA ?= ../shared/data
+CHAIN_SHARD_SIZE ?= 200
+CHAIN_SHARDS ?= 0 1 2 3 4
+
+.PHONY: run test unit setup models models-all bench accuracy chains lint clean-cache
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PY) not found). Set PY=/path/to/python3.11"; exit 1; }
@@ -37,8 +41,23 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest -q tests
 
+unit: setup
+	$(BIN)/python -m pytest -q tests -m "not integration"
+
 bench: setup
 	$(BIN)/python benchmarks/bench_llm.py
+
+accuracy: setup
+	$(BIN)/python benchmarks/gsm8k_accuracy.py --n 100 --out runs/gsm8k100_default.jsonl
+
+# The default model's own chains on GSM8K *train* questions, in resumable shards of
+# $(CHAIN_SHARD_SIZE); each shard is a small JSONL worth committing as it completes.
+chains: setup
+	@for i in $(CHAIN_SHARDS); do \
+	  $(BIN)/python -m uhead_viz generate --input $(DATA)/gsm8k/train.jsonl \
+	    --output data/chains/gsm8k_train/shard-$$i.jsonl \
+	    --offset $$((i * $(CHAIN_SHARD_SIZE))) --limit $(CHAIN_SHARD_SIZE) --batch-size 8 || exit 1; \
+	done
 
 lint: setup
 	$(BIN)/ruff check .

@@ -196,3 +196,29 @@ def test_sdpa_attention_is_refused_with_a_clear_message(make_llm, tokenizer):
     with pytest.raises(RuntimeError, match="eager"):
         teacher_force(llm, chain, CaptureSpec())
     assert _our_hooks(llm.model) == []
+
+
+def test_grouped_eager_attention_matches_eager():
+    """The grouped attention (no per-head KV copies) gives eager's logits and weights exactly."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from uhead_viz import attention
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(
+        vocab_size=100, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=64,
+    )
+    m = Qwen2ForCausalLM(cfg).eval()
+    x = torch.randint(0, 100, (2, 10))
+    mask = torch.ones(2, 10, dtype=torch.long)
+    mask[0, :3] = 0  # left padding
+    with torch.no_grad():
+        m.config._attn_implementation = "eager"
+        a = m(input_ids=x, attention_mask=mask, output_attentions=True)
+        m.config._attn_implementation = attention.NAME
+        b = m(input_ids=x, attention_mask=mask, output_attentions=True)
+    assert torch.allclose(a.logits, b.logits, atol=1e-6)
+    for wa, wb in zip(a.attentions, b.attentions):
+        assert wa.shape == wb.shape
+        assert torch.allclose(wa, wb, atol=1e-6)

@@ -384,7 +384,7 @@ def test_load_llm_from_a_local_folder(tmp_path, tokenizer, make_model):
     assert loaded.source == f"folder:{tmp_path / 'm'}"
     assert loaded.name == "m"
     assert loaded.precision == "fp32"
-    assert loaded.model.config._attn_implementation == "eager"
+    assert loaded.model.config._attn_implementation == "uhead_eager"  # grouped eager attention: still returns weights
     assert not loaded.model.training
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") in loaded.eos_ids
     assert loaded.fingerprint == llm_mod._fingerprint(model)

@@ -63,6 +63,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         row = dict(row)
         row.setdefault("id", f"{stem}-{lineno - 1}")
         todo.append((str(row["id"]), q, row))
+    todo = todo[args.offset :]
     if args.limit:
         todo = todo[: args.limit]
     with ResumableWriter(args.output) as w:
@@ -137,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--temperature", type=float, default=0.0)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--batch-size", type=int, default=8)
-    g.add_argument("--limit", type=int, default=0, help="only the first N questions")
+    g.add_argument("--offset", type=int, default=0, help="skip the first N questions (for shards)")
+    g.add_argument("--limit", type=int, default=0, help="only N questions (after --offset)")
     g.set_defaults(func=cmd_generate)
 
     sc = sub.add_parser("score", help="score each step of chains with the uncertainty head and baselines")

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from . import attention
 from .packs import DEFAULT_PACK, PACKS, PackError, cache_dir, ensure_converted
 from .steps import ANSWER_RE, STEP_RE, Chain, chain_from_ids
 
@@ -230,6 +231,14 @@ def _norm_line(line: str) -> str:
     return re.sub(r"\s+", " ", line).strip().lower()
 
 
+_ORDINALS = r"\b(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|next|last|\w+th)\b"
+
+
+def _shape(line: str) -> str:
+    """A line with its numbers and ordinal words blanked: 'the 3rd glass costs $3' -> 'the # glass costs $#'."""
+    return re.sub(_ORDINALS, "#", re.sub(r"\d+(?:\.\d+)?", "#", _norm_line(line)))
+
+
 class StopRules:
     """Decide, after each token, whether one sequence is done.
 
@@ -238,10 +247,13 @@ class StopRules:
     Repeated lines are cut from the output so a looping chain still ends cleanly.
     """
 
-    def __init__(self, tokenizer: Any, eos_ids: set[int], max_line_chars: int = 600) -> None:
+    def __init__(
+        self, tokenizer: Any, eos_ids: set[int], max_line_chars: int = 600, max_same_shape: int = 4
+    ) -> None:
         self.tok = tokenizer
         self.eos_ids = eos_ids
         self.max_line_chars = max_line_chars
+        self.max_same_shape = max_same_shape
 
     def check(self, ids: list[int], text: str) -> tuple[str | None, int]:
         """Return (stop reason or None, number of tokens to keep)."""
@@ -258,6 +270,10 @@ class StopRules:
             last = _norm_line(complete[-1])
             if len(last) >= 4 and last in {_norm_line(x) for x in complete[:-1]}:
                 return "repetition", self._keep_before_last_line(ids)
+            # the same step again and again with only the numbers changed ("the 4th glass...")
+            tail = [_shape(x) for x in complete[-self.max_same_shape :] if x.strip()]
+            if len(tail) == self.max_same_shape and len(set(tail)) == 1:
+                return "repetition", len(ids)
         return None, len(ids)
 
     def _keep_before_last_line(self, ids: list[int]) -> int:
@@ -416,7 +432,7 @@ def load_llm(
         else:
             dtype = torch.bfloat16 if precision == "bf16" else torch.float32
             model = AutoModelForCausalLM.from_pretrained(
-                path, dtype=dtype, attn_implementation="eager", trust_remote_code=trust_remote_code
+                path, dtype=dtype, attn_implementation=attention.NAME, trust_remote_code=trust_remote_code
             )
     except OSError as e:
         if source.startswith("hub:"):

@@ -118,8 +118,10 @@ def load_int8(folder: str | Path, config: Any) -> torch.nn.Module:
         raise ValueError(f"{path} is not a {FORMAT} file")
     qnames = json.loads(meta["qlinear"])
     tensors = load_file(str(path))
+    from .attention import NAME as ATTN
+
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager")
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation=ATTN)
     for name in json.loads(meta.get("w8linear", "[]")):
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
@@ -180,7 +182,7 @@ def ensure_int8(src: str | Path, dest: str | Path) -> Path:
     if (dest / "int8.safetensors").is_file():
         return dest
     logger.info("Quantizing %s to int8 once (about 30-60 s)", src)
-    model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32, attn_implementation="eager")
+    model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32)
     quantize_(model)
     staging = dest.with_name(dest.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
