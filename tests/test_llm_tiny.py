@@ -155,6 +155,16 @@ def test_stop_on_repeated_step_cuts_the_repeat(rules, tokenizer):
     assert res == (None, len(ids))
 
 
+def test_stop_on_steps_that_repeat_with_only_numbers_changed(rules, tokenizer):
+    lines = [f"Step {k}: The {o} glass costs 5 * 0.6 = $3." for k, o in zip(range(2, 6), ["2nd", "third", "4th", "fifth"])]
+    three = "Step 1: One glass costs $5.\n" + "\n".join(lines[:3]) + "\n"
+    ids, res = check(rules, tokenizer, three)
+    assert res == (None, len(ids))  # three alike steps may be a real pattern
+    four = "Step 1: One glass costs $5.\n" + "\n".join(lines) + "\n"
+    ids, res = check(rules, tokenizer, four)
+    assert res == ("repetition", len(ids))
+
+
 def test_short_repeated_lines_do_not_stop(rules, tokenizer):
     ids, res = check(rules, tokenizer, "Step 1: ok\nStep 2: ok\n")
     assert res == (None, len(ids))

@@ -231,12 +231,15 @@ def _norm_line(line: str) -> str:
     return re.sub(r"\s+", " ", line).strip().lower()
 
 
-_ORDINALS = r"\b(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|next|last|\w+th)\b"
+_ORDINALS = (
+    r"\b(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|eleventh|twelfth|"
+    r"thirteenth|fourteenth|fifteenth|sixteenth|seventeenth|eighteenth|nineteenth|twentieth|next|last)\b"
+)
 
 
 def _shape(line: str) -> str:
     """A line with its numbers and ordinal words blanked: 'the 3rd glass costs $3' -> 'the # glass costs $#'."""
-    return re.sub(_ORDINALS, "#", re.sub(r"\d+(?:\.\d+)?", "#", _norm_line(line)))
+    return re.sub(_ORDINALS, "#", re.sub(r"\d+(?:\.\d+)?(?:st|nd|rd|th)?", "#", _norm_line(line)))
 
 
 class StopRules:
