@@ -43,7 +43,7 @@ def test_round_trip_gives_identical_logits(make_model, tmp_path, kind, tie):
     dense = logits(model)
     dense_names = linear_names(model, torch.nn.Linear)
     quantize_(model)
-    w8_names = [n for n in dense_names if n.endswith("down_proj")]
+    w8_names = [n for n in dense_names if n.endswith(("down_proj", "lm_head"))]
     dyn_names = [n for n in dense_names if n not in w8_names]
     assert w8_names and linear_names(model, W8Linear) == w8_names
     assert linear_names(model, QLinear) == dyn_names
@@ -116,7 +116,7 @@ def test_ensure_int8_quantizes_once_and_load_llm_uses_it(make_model, tokenizer, 
     loaded = llm_mod.load_llm(str(src), precision="int8")
     assert loaded.precision == "int8"
     assert linear_names(loaded.model, torch.nn.Linear) == []
-    assert list((tmp_path / "cache" / "int8-v2").iterdir())  # cached under UHEAD_VIZ_CACHE
+    assert list((tmp_path / "cache" / "int8-v3").iterdir())  # cached under UHEAD_VIZ_CACHE
     assert loaded.fingerprint == llm_mod._fingerprint(dense)
     x = torch.tensor([loaded.prompt_ids("What is 2 + 3?")])
     ref = quantize_(make_model("qwen2", seed=4, tie=True))

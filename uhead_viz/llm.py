@@ -401,8 +401,8 @@ def load_llm(
 
     name = name or model_env_default()
     precision = precision or default_precision()
-    if precision not in ("int8", "bf16", "fp32"):
-        raise PackError(f"Unknown precision '{precision}': use int8, bf16 or fp32.")
+    if precision not in ("int8", "w8", "bf16", "fp32"):
+        raise PackError(f"Unknown precision '{precision}': use int8, w8, bf16 or fp32.")
     t0 = time.time()
     if name in PACKS:
         path = str(ensure_converted(name))
@@ -430,13 +430,17 @@ def load_llm(
                 from huggingface_hub import snapshot_download
 
                 path = snapshot_download(path)
-            qdir = ensure_int8(path, cache_dir() / "int8-v2" / _safe_name(path))
+            qdir = ensure_int8(path, cache_dir() / "int8-v3" / _safe_name(path))
             model = load_int8(qdir, AutoConfig.from_pretrained(qdir, trust_remote_code=trust_remote_code))
         else:
-            dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+            dtype = torch.float32 if precision == "fp32" else torch.bfloat16
             model = AutoModelForCausalLM.from_pretrained(
                 path, dtype=dtype, attn_implementation=attention.NAME, trust_remote_code=trust_remote_code
             )
+            if precision == "w8":
+                from .quant import to_w8_
+
+                to_w8_(model)
     except OSError as e:
         if source.startswith("hub:"):
             raise PackError(
