@@ -61,7 +61,7 @@ chains: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+
 
 clean-cache:
 	rm -rf $${UHEAD_VIZ_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/uhead_viz}

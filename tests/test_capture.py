@@ -34,13 +34,13 @@ def reference(llm, chain, window: int):
         out = llm.model(input_ids=x, output_attentions=True, output_hidden_states=True)
     n_layers, n_heads = llm.n_layers, llm.n_heads
     band = torch.zeros(t, n_layers, n_heads, window)
-    for l, a in enumerate(out.attentions):
+    for layer, a in enumerate(out.attentions):
         assert a.shape == (1, n_heads, p + t, p + t)
         for i in range(t):
             q = p + i
             for j in range(window):
                 if q - 1 - j >= 0:
-                    band[i, l, :, j] = a[0, :, q, q - 1 - j]
+                    band[i, layer, :, j] = a[0, :, q, q - 1 - j]
     logits = out.logits[0, p - 1 : p + t - 1]
     return band, logits, out.hidden_states
 

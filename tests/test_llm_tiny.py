@@ -156,7 +156,8 @@ def test_stop_on_repeated_step_cuts_the_repeat(rules, tokenizer):
 
 
 def test_stop_on_steps_that_repeat_with_only_numbers_changed(rules, tokenizer):
-    lines = [f"Step {k}: The {o} glass costs 5 * 0.6 = $3." for k, o in zip(range(2, 6), ["2nd", "third", "4th", "fifth"])]
+    ordinals = ["2nd", "third", "4th", "fifth"]
+    lines = [f"Step {k}: The {o} glass costs 5 * 0.6 = $3." for k, o in zip(range(2, 6), ordinals)]
     three = "Step 1: One glass costs $5.\n" + "\n".join(lines[:3]) + "\n"
     ids, res = check(rules, tokenizer, three)
     assert res == (None, len(ids))  # three alike steps may be a real pattern

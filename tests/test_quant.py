@@ -11,9 +11,9 @@ from safetensors.torch import save_file
 
 from uhead_viz import llm as llm_mod
 from uhead_viz.quant import (
-    W8Linear,
     FORMAT,
     QLinear,
+    W8Linear,
     ensure_int8,
     load_int8,
     quantize_,

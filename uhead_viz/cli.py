@@ -73,7 +73,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         for s in range(0, len(pending), args.batch_size):
             batch = pending[s : s + args.batch_size]
             chains = llm.generate([q for _, q, _ in batch], args.max_new_tokens, args.temperature, args.seed)
-            for (rid, q, row), chain in zip(batch, chains):
+            for (rid, _, row), chain in zip(batch, chains):
                 out = {k: v for k, v in row.items() if k not in ("steps", "text", "ids", "spans")}
                 out.update(chain.to_row())
                 out["id"] = rid
@@ -133,7 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--question", help="one question; prints the steps and the answer")
     g.add_argument("--input", help="JSONL with 'question' (or 'problem') and optional 'id' fields")
     g.add_argument("--output", help="JSONL to append chains to; ids already there are skipped")
-    g.add_argument("--model", default=None, help="packaged name, local folder or hub id (default: UHEAD_VIZ_MODEL or qwen-coder-1.5b)")
+    g.add_argument(
+        "--model",
+        default=None,
+        help="packaged name, local folder or hub id (default: $UHEAD_VIZ_MODEL or qwen-coder-1.5b)",
+    )
     g.add_argument("--max-new-tokens", type=int, default=320)
     g.add_argument("--temperature", type=float, default=0.0)
     g.add_argument("--seed", type=int, default=0)

@@ -138,7 +138,8 @@ class LLM:
             key = tuple(prompts[0][:shared])
             with self._lock:
                 if self._prefix_kv is None or self._prefix_kv[0] != key:
-                    res = self.model(input_ids=torch.tensor([list(key)], device=device), use_cache=True, logits_to_keep=1)
+                    prefix_ids = torch.tensor([list(key)], device=device)
+                    res = self.model(input_ids=prefix_ids, use_cache=True, logits_to_keep=1)
                     self._prefix_kv = (key, res.past_key_values)
                 past = copy.deepcopy(self._prefix_kv[1])
             if b > 1:

@@ -70,7 +70,7 @@ W8_LAYERS = ("down_proj", "lm_head")  # weight-only int8: outlier inputs (see W8
 def quantize_(model: torch.nn.Module) -> torch.nn.Module:
     """Quantize in place: MLP down-projections weight-only int8, every other Linear dynamic int8."""
     model.float()
-    for name, mod in list(model.named_modules()):
+    for mod in list(model.modules()):
         for child_name, child in list(mod.named_children()):
             if isinstance(child, torch.nn.Linear) and child_name in W8_LAYERS:
                 setattr(mod, child_name, W8Linear.from_linear(child))
@@ -84,7 +84,7 @@ def quantize_(model: torch.nn.Module) -> torch.nn.Module:
 def to_w8_(model: torch.nn.Module) -> torch.nn.Module:
     """Weight-only int8 for every Linear, activations in bf16: bf16's accuracy, less memory traffic."""
     model.to(torch.bfloat16)
-    for name, mod in list(model.named_modules()):
+    for mod in list(model.modules()):
         for child_name, child in list(mod.named_children()):
             if isinstance(child, torch.nn.Linear):
                 setattr(mod, child_name, W8Linear.from_linear(child))
@@ -111,7 +111,8 @@ def save_int8(model: torch.nn.Module, folder: str | Path, extra: dict[str, Any] 
             continue
         tensors[name] = p.detach().contiguous()
     w8 = [n for n, m in model.named_modules() if isinstance(m, W8Linear)]
-    meta = {"format": FORMAT, "qlinear": json.dumps(qnames), "w8linear": json.dumps(w8), **{k: json.dumps(v) for k, v in (extra or {}).items()}}
+    meta = {"format": FORMAT, "qlinear": json.dumps(qnames), "w8linear": json.dumps(w8)}
+    meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
     tmp = folder / "int8.safetensors.tmp"
     save_file(tensors, str(tmp), metadata=meta)
     os.replace(tmp, folder / "int8.safetensors")

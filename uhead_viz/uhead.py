@@ -431,7 +431,8 @@ def load_head(folder: str | Path, llm: Any = None, allow_other_build: bool = Fal
     bad = [k for k, v in expected.items() if tuple(tensors[k].shape) != tuple(v.shape)]
     if bad:
         raise HeadError(
-            f"{p / wfile} has tensors of the wrong shape for its config ({', '.join(bad[:5])}); the checkpoint is damaged."
+            f"{p / wfile} has tensors of the wrong shape for its config ({', '.join(bad[:5])}); "
+            "the checkpoint is damaged."
         )
     head.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
     head.eval()
@@ -448,7 +449,9 @@ class HeadCandidate:
 
 
 def find_heads(root: str | Path, llm: Any, allow_other_build: bool = False) -> list[HeadCandidate]:
-    """Every ``root/*/config.json`` head, with why it does or does not fit ``llm`` (fitting ones first, newest first)."""
+    """Every ``root/*/config.json`` head, with why it does or does not fit ``llm``.
+
+    Fitting heads come first, newest first."""
     root = Path(root)
     out = []
     if not root.is_dir():
