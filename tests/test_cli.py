@@ -160,3 +160,19 @@ def test_generate_file_limit(tmp_path, monkeypatch, scripted):
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["qs-0", "qs-1"]
     assert all(r["answer"] == "2" and r["stop_reason"] == "answer" for r in rows)
+
+
+def test_missing_model_pack_is_one_paragraph_and_exit_2(capsys, tmp_path, monkeypatch):
+    """A user without the pack installed gets the package name and the fix, not a traceback."""
+    import dataclasses
+
+    from uhead_viz import packs
+
+    fake = dataclasses.replace(packs.PACKS["qwen-coder-1.5b"], dist_fmt="uhead-viz-absent-part{i}")
+    monkeypatch.setitem(packs.PACKS, "qwen-coder-1.5b", fake)
+    monkeypatch.setenv("UHEAD_VIZ_CACHE", str(tmp_path / "empty-cache"))
+    assert main(["generate", "--question", "What is 2 + 2?"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert "uhead-viz-absent-part1" in err and "make models" in err
+    assert err.count("\n") == 1

@@ -1,0 +1,69 @@
+"""The labeler interface and its registry.
+
+A labeler answers, per step of a chain, "is this step wrong?" with a label (0 fine,
+1 wrong, None unknown) and a confidence, so that scorers can be trained and evaluated
+against it. Labels come from very different places (cheap self-supervised checks,
+human annotations) and differ in how much they can be trusted, which is why every
+label carries a confidence and every set of labels names its ``source``: downstream
+code can weight or filter instead of treating all labels as gold.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..steps import Chain
+
+
+@dataclass
+class StepLabels:
+    """One chain's step labels: ``labels[i]`` is 0 (fine), 1 (wrong) or None (unlabelled).
+
+    ``confidence[i]`` in [0, 1] says how much ``labels[i]`` can be trusted (0 for None).
+    ``notes`` optionally explains a label (e.g. the failing equation) so a viewer can show why.
+    """
+
+    labels: list[int | None]
+    confidence: list[float]
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if len(self.labels) != len(self.confidence):
+            raise ValueError(f"{len(self.labels)} labels but {len(self.confidence)} confidences")
+        if self.notes and len(self.notes) != len(self.labels):
+            raise ValueError(f"{len(self.labels)} labels but {len(self.notes)} notes")
+        for i, (lab, c) in enumerate(zip(self.labels, self.confidence)):
+            if lab not in (0, 1, None) or isinstance(lab, bool):
+                raise ValueError(f"step {i}: label must be 0, 1 or None, not {lab!r}")
+            if not (isinstance(c, (int, float)) and math.isfinite(c) and 0.0 <= c <= 1.0):
+                raise ValueError(f"step {i}: confidence must be in [0, 1], not {c!r}")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class Labeler:
+    """One labelling method. Subclasses set ``name`` and implement ``label``.
+
+    ``reference`` is the gold answer when one is known (a GSM8K ``answer`` string ending
+    ``#### N``, or a plain answer); labelers that do not need it ignore it.
+    """
+
+    name: str = ""
+
+    def label(self, chain: Chain, reference: str | None) -> StepLabels:
+        """Labels for every step of ``chain`` (one per ``chain.steps`` entry)."""
+        raise NotImplementedError
+
+
+LABELERS: dict[str, type[Labeler]] = {}
+
+
+def register(cls: type[Labeler]) -> type[Labeler]:
+    """Class decorator: make a labeler available to ``get_labeler`` under its ``name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    LABELERS[cls.name] = cls
+    return cls
