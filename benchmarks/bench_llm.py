@@ -47,10 +47,9 @@ QUESTIONS = [
 
 @torch.inference_mode()
 def plain_forward(llm, prompt_ids, ids, chunk=256) -> None:
-    """The same chunked forward as the capture pass, without hooks."""
+    """The same chunked forward as the capture pass (shared-prefix cache, then the chain), without hooks."""
     model = llm.model
-    res = model(input_ids=torch.tensor([prompt_ids]), use_cache=True, logits_to_keep=1)
-    past = res.past_key_values
+    past, _, _ = llm.prefill([list(prompt_ids)], llm.tokenizer.pad_token_id or 0)  # as teacher_force does
     t = torch.tensor([ids])
     for s in range(0, t.shape[1], chunk):
         res = model(input_ids=t[:, s : s + chunk], past_key_values=past, use_cache=True)
