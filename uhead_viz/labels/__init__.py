@@ -7,8 +7,6 @@ Importers of human-labelled data sets live in ``human``.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Any
 
 from .base import LABELERS, Labeler, StepLabels, register
@@ -16,21 +14,12 @@ from .base import LABELERS, Labeler, StepLabels, register
 __all__ = ["LABELERS", "Labeler", "StepLabels", "available", "get_labeler", "register"]
 
 
-def _load_all() -> None:
-    for mod in pkgutil.iter_modules(__path__):
-        if mod.name != "base":
-            importlib.import_module(f"{__name__}.{mod.name}")
-
-
 def available() -> list[str]:
     """Names of every registered labeler, sorted."""
-    _load_all()
+    LABELERS.load_all()
     return sorted(LABELERS)
 
 
 def get_labeler(name: str, **kw: Any) -> Labeler:
     """Build the labeler called ``name``; keyword arguments go to its constructor."""
-    _load_all()
-    if name not in LABELERS:
-        raise KeyError(f"Unknown labeler '{name}'. Known: {', '.join(available())}.")
-    return LABELERS[name](**kw)
+    return LABELERS.lookup(name)(**kw)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ..registry import Registry
 from ..steps import Chain
 
 
@@ -58,12 +59,5 @@ class Labeler:
         raise NotImplementedError
 
 
-LABELERS: dict[str, type[Labeler]] = {}
-
-
-def register(cls: type[Labeler]) -> type[Labeler]:
-    """Class decorator: make a labeler available to ``get_labeler`` under its ``name``."""
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} has no name")
-    LABELERS[cls.name] = cls
-    return cls
+LABELERS = Registry("labeler", "uhead_viz.labels")
+register = LABELERS.register

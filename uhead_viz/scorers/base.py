@@ -20,6 +20,7 @@ import torch
 
 from ..capture import CaptureSpec, Internals, teacher_force
 from ..features import covers, merge_specs, restrict
+from ..registry import Registry
 from ..steps import Chain
 
 logger = logging.getLogger(__name__)
@@ -101,12 +102,5 @@ class Scorer:
         raise NotImplementedError
 
 
-SCORERS: dict[str, type[Scorer]] = {}
-
-
-def register(cls: type[Scorer]) -> type[Scorer]:
-    """Class decorator: make a scorer available to ``get_scorer`` under its ``name``."""
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} has no name")
-    SCORERS[cls.name] = cls
-    return cls
+SCORERS = Registry("scoring method", "uhead_viz.scorers")
+register = SCORERS.register
