@@ -25,15 +25,6 @@ PROBLEM = "Weng earns $12 an hour. She did 50 minutes of babysitting. How much d
 STEPS = ["12 / 60 = 0.2 dollars per minute.", "0.2 * 50 = 10 dollars.", "So she earned 10 dollars."]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """See test_uhead.py: tiny models run far faster on one thread on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_chain(llm, steps=STEPS, problem=PROBLEM):
     return chain_from_steps(llm.tokenizer, problem, llm.prompt_ids(problem), steps)
 

@@ -28,16 +28,6 @@ PROBLEM = "Natalia sold 48 clips in April and half as many in May. How many clip
 STEPS = ["48 / 2 = 24 clips in May.", "48 + 24 = 72 clips in all.", "So she sold 72 clips."]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP's spinning
-    threads make each tiny forward 20x slower; restore the setting for other modules."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_chain(llm, steps=STEPS, problem=PROBLEM):
     return chain_from_steps(llm.tokenizer, problem, llm.prompt_ids(problem), steps)
 

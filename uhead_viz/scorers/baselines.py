@@ -93,13 +93,18 @@ class MinProb(TokenStatScorer):
         return 1.0 - math.exp(float(logprob.min()))
 
 
+def _squash(x: float) -> float:
+    """Map a non-negative uncertainty (nats) to [0, 1) monotonically: x / (x + 1)."""
+    x = max(0.0, x)
+    return x / (x + 1.0)
+
+
 @register
 class Perplexity(TokenStatScorer):
     name = "perplexity"
 
     def step_value(self, logprob: torch.Tensor, entropy: torch.Tensor) -> float:
-        log_ppl = max(0.0, -float(logprob.mean()))
-        return log_ppl / (log_ppl + 1.0)
+        return _squash(-float(logprob.mean()))
 
 
 @register
@@ -107,8 +112,7 @@ class MeanEntropy(TokenStatScorer):
     name = "mean_entropy"
 
     def step_value(self, logprob: torch.Tensor, entropy: torch.Tensor) -> float:
-        h = max(0.0, float(entropy.mean()))
-        return h / (h + 1.0)
+        return _squash(float(entropy.mean()))
 
 
 @register
@@ -116,8 +120,7 @@ class MaxEntropy(TokenStatScorer):
     name = "max_entropy"
 
     def step_value(self, logprob: torch.Tensor, entropy: torch.Tensor) -> float:
-        h = max(0.0, float(entropy.max()))
-        return h / (h + 1.0)
+        return _squash(float(entropy.max()))
 
 
 @register
