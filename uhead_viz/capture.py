@@ -162,7 +162,6 @@ def teacher_force(llm: Any, chain: Chain, spec: CaptureSpec, chunk: int = 256) -
     """
     model = llm.model
     device = next(model.parameters()).device
-    prompt = torch.tensor([chain.prompt_ids], device=device)
     ids = torch.tensor([chain.ids], device=device)
     if ids.shape[1] == 0:
         raise ValueError("The chain has no tokens to score.")
@@ -174,6 +173,7 @@ def teacher_force(llm: Any, chain: Chain, spec: CaptureSpec, chunk: int = 256) -
             pad = llm.tokenizer.pad_token_id if llm.tokenizer.pad_token_id is not None else 0
             past, last_logits, _ = llm.prefill([list(chain.prompt_ids)], pad)
         else:
+            prompt = torch.tensor([chain.prompt_ids], device=device)
             res = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
             past, last_logits = res.past_key_values, res.logits[:, -1, :]
         rec.enabled = True
