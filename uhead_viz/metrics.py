@@ -1,0 +1,117 @@
+"""Step-level metrics for "find the wrong step": PR-AUC, ROC-AUC, calibration, ProcessBench F1.
+
+Wrong steps are the positive class throughout (label 1), as in the paper: a verifier is
+useful when it ranks the rare wrong steps above the many fine ones, which PR-AUC measures
+and ROC-AUC hides. Every function takes plain lists or arrays and skips unlabelled steps
+(None), so callers can pass a chain's labels as they are stored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+
+def _flat(labels: Sequence, scores: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """Labelled (y, p) pairs as arrays; accepts flat lists or per-chain lists of lists."""
+    if len(labels) != len(scores):
+        raise ValueError(f"{len(labels)} labels but {len(scores)} scores")
+    ys: list[int] = []
+    ps: list[float] = []
+    for y, p in zip(labels, scores):
+        if isinstance(y, (list, tuple)):
+            yy, pp = _flat(y, p)
+            ys += yy.tolist()
+            ps += pp.tolist()
+        elif y is not None and p is not None and not (isinstance(p, float) and math.isnan(p)):
+            ys.append(int(y))
+            ps.append(float(p))
+    return np.asarray(ys, dtype=np.int64), np.asarray(ps, dtype=np.float64)
+
+
+def pr_auc(labels: Sequence, scores: Sequence) -> float:
+    """Average precision with wrong steps (1) as positives; NaN when a class is missing."""
+    y, p = _flat(labels, scores)
+    if y.size == 0 or y.min() == y.max():
+        return float("nan")
+    return float(average_precision_score(y, p))
+
+
+def roc_auc(labels: Sequence, scores: Sequence) -> float:
+    """Area under the ROC curve; NaN when a class is missing."""
+    y, p = _flat(labels, scores)
+    if y.size == 0 or y.min() == y.max():
+        return float("nan")
+    return float(roc_auc_score(y, p))
+
+
+def ece(labels: Sequence, scores: Sequence, bins: int = 10) -> float:
+    """Expected calibration error of p_error over equal-width bins (0 is perfectly calibrated)."""
+    y, p = _flat(labels, scores)
+    if y.size == 0:
+        return float("nan")
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            total += m.sum() / y.size * abs(p[m].mean() - y[m].mean())
+    return float(total)
+
+
+def first_error(labels: Sequence[int | None]) -> int:
+    """Index of the first step labelled wrong, else -1 (ProcessBench's ``label``)."""
+    return next((i for i, y in enumerate(labels) if y == 1), -1)
+
+
+def predicted_first_error(scores: Sequence[float], threshold: float) -> int:
+    """The first step whose p_error exceeds ``threshold``, else -1."""
+    return next((i for i, p in enumerate(scores) if p > threshold), -1)
+
+
+def processbench(gold_first: Sequence[int], scores: Sequence[Sequence[float]], threshold: float) -> dict[str, float]:
+    """ProcessBench accuracies: on chains with an error, was the first error found exactly;
+    on chains without one, was none predicted; F1 is their harmonic mean."""
+    if len(gold_first) != len(scores):
+        raise ValueError(f"{len(gold_first)} chains but {len(scores)} score lists")
+    err = [predicted_first_error(s, threshold) == g for g, s in zip(gold_first, scores) if g != -1]
+    ok = [predicted_first_error(s, threshold) == -1 for g, s in zip(gold_first, scores) if g == -1]
+    ea = float(np.mean(err)) if err else float("nan")
+    ca = float(np.mean(ok)) if ok else float("nan")
+    f1 = 2 * ea * ca / (ea + ca) if err and ok and ea + ca > 0 else (0.0 if err and ok else float("nan"))
+    return {"error_acc": ea, "correct_acc": ca, "f1": f1}
+
+
+def best_threshold(gold_first: Sequence[int], scores: Sequence[Sequence[float]]) -> tuple[float, float]:
+    """The threshold (among the observed scores) that maximizes ProcessBench F1: (threshold, F1).
+
+    Chosen on validation data and stored with a head, so the app's "first likely wrong
+    step" uses a cut that was measured rather than 0.5.
+    """
+    cands = sorted({round(float(p), 6) for s in scores for p in s})
+    if not cands:
+        return 0.5, float("nan")
+    # midpoints between observed scores, plus the ends, so "exceeds" can split any pair
+    grid = [cands[0] - 1e-6] + [(a + b) / 2 for a, b in zip(cands, cands[1:])] + [cands[-1]]
+    if len(grid) > 400:
+        grid = [grid[int(i)] for i in np.linspace(0, len(grid) - 1, 400)]
+    best = (0.5, -1.0)
+    for t in grid:
+        f1 = processbench(gold_first, scores, t)["f1"]
+        if not math.isnan(f1) and f1 > best[1]:
+            best = (float(t), f1)
+    return best if best[1] >= 0 else (0.5, float("nan"))
+
+
+def summary(labels: Sequence[Sequence[int | None]], scores: Sequence[Sequence[float]], threshold: float) -> dict:
+    """All step metrics for one method on one labelled set of chains."""
+    gold = [first_error(lab) for lab in labels]
+    return {
+        "pr_auc": pr_auc(labels, scores),
+        "roc_auc": roc_auc(labels, scores),
+        "ece": ece(labels, scores),
+        **processbench(gold, scores, threshold),
+    }
