@@ -3,6 +3,7 @@
 Adding a labeler is one file in this package: subclass ``Labeler``, give it a ``name``
 and decorate it with ``@register``; every module here is imported on first lookup.
 Importers of human-labelled data sets live in ``human``.
+``api_judge`` asks an OpenAI-compatible API for a critique, then a JSON verdict per step.
 """
 
 from __future__ import annotations
