@@ -1,157 +1,619 @@
-"""uhead-viz: ask a question, watch the reasoning chain stream in step by step.
+"""uhead-viz: ask a question and watch each reasoning step coloured by how likely it is wrong.
 
-The app is thin: it calls the package. The model loads in the background at start-up so
-the page is served at once; the first request waits for it. ``UHEAD_VIZ_MODEL`` picks the
-model (a hub id on Spaces, the packaged Qwen2.5-Coder-1.5B-Instruct offline).
+The app is thin: the pipeline is ``uhead_viz.engine``, the HTML ``uhead_viz.render``, the
+figures ``uhead_viz.plots``, the stored examples ``uhead_viz.examples``. The model loads in
+the background so the page is served at once; the first request waits for it.
+``UHEAD_VIZ_MODEL`` picks the model (a hub id on Spaces, the packaged
+Qwen2.5-Coder-1.5B-Instruct offline). The main action is the API endpoint ``analyze``.
 """
 
 from __future__ import annotations
 
-import html
+import csv
+import json
 import logging
 import os
+import tempfile
 import threading
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import pandas as pd
 
-from uhead_viz.llm import LLM, InputError, clean_question, load_llm, model_env_default
+from uhead_viz import examples as ex
+from uhead_viz import plots, render
+from uhead_viz.engine import MAX_UPLOAD_BYTES, Engine, api_result, verifier_names
+from uhead_viz.llm import InputError, clean_question, load_llm, model_env_default
 from uhead_viz.packs import PackError
-from uhead_viz.steps import split_text, step_body
+from uhead_viz.render import method_label
+
+try:  # on Hugging Face ZeroGPU Spaces, model work runs inside @spaces.GPU
+    import spaces
+
+    gpu = spaces.GPU
+except ImportError:
+
+    def gpu(fn):  # type: ignore[no-redef]
+        return fn
+
 
 logger = logging.getLogger("uhead_viz.app")
 
-EXAMPLES = [
-    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
-    "How many clips did Natalia sell altogether in April and May?",
-    "A robe takes 2 bolts of blue fiber and half that much white fiber. How many bolts in total does it take?",
-    "What is the sum of all positive divisors of 36?",
-]
-
-CSS = """
-.steps {font-size: 1.02rem; line-height: 1.55;}
-.step {padding: .45rem .7rem; margin: .3rem 0; border-radius: .5rem; background: var(--block-background-fill);
-       border-left: 4px solid var(--border-color-primary);}
-.step .k {font-weight: 600; margin-right: .4rem; color: var(--body-text-color-subdued);}
-.answer {margin-top: .6rem; font-weight: 600;}
-.notice {color: var(--error-text-color); font-weight: 500;}
-.pending {opacity: .65;}
-"""
+MODES = {"Step score": "step", "Token probability": "prob", "Token attention": "attn"}
+NO_VERIFIER = "None"
+JUDGE = "LLM judge (same model)"
+PRM = "PRM (hub id or folder)"
+OOPS = "Something went wrong ({}). The error was logged; please try again."
 
 
-class ModelHolder:
-    """Loads the model once, in the background, and hands it to requests."""
+class EngineHolder:
+    """Loads the model (and finds its head) once, in the background, and hands the engine to requests."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.llm: LLM | None = None
+    def __init__(self, name: str | None = None, engine: Engine | None = None) -> None:
+        self.name = name or (engine.llm.name if engine else model_env_default())
+        self.engine = engine
         self.error: str | None = None
         self.ready = threading.Event()
-        self.lock = threading.Lock()
+        if engine is not None:
+            self.ready.set()
 
     def start(self) -> None:
-        threading.Thread(target=self._load, daemon=True).start()
+        if not self.ready.is_set():
+            threading.Thread(target=self._load, daemon=True, name="uhead-load").start()
 
     def _load(self) -> None:
         try:
-            self.llm = load_llm(self.name)
+            import torch
+
+            device = os.environ.get("UHEAD_VIZ_DEVICE") or ("cuda" if torch.cuda.is_available() else None)
+            self.engine = Engine(load_llm(self.name, device=device))
         except (PackError, OSError, ValueError) as e:
             self.error = str(e)
             logger.error("Model failed to load: %s", e)
+        except Exception as e:  # never leave requests waiting forever
+            self.error = f"{e.__class__.__name__}: {e}"
+            logger.exception("Model failed to load")
         finally:
             self.ready.set()
 
-    def get(self) -> LLM:
+    def get(self) -> Engine:
         self.ready.wait()
-        if self.llm is None:
+        if self.engine is None:
             raise InputError(f"The model is not available: {self.error}")
-        return self.llm
+        return self.engine
+
+    def status_html(self) -> str:
+        if not self.ready.is_set():
+            return render.status_html(None, loading=self.name)
+        if self.engine is None:
+            return render.status_html(None, error=self.error)
+        self.engine.refresh_head()
+        return render.status_html(self.engine.status())
 
 
-HOLDER = ModelHolder(model_env_default())
+HOLDER = EngineHolder()
 
 
-def render(text: str, final: bool) -> str:
-    """Steps as HTML blocks; the step still being written is drawn faded."""
-    regions, answer, _ = split_text(text)
-    parts = ['<div class="steps">']
-    for k, r in enumerate(regions, start=1):
-        pending = (not final) and k == len(regions) and answer is None
-        body = html.escape(step_body(r.text)).replace("\n", "<br>")
-        parts.append(f'<div class="step{" pending" if pending else ""}"><span class="k">Step {k}</span>{body}</div>')
-    if answer is not None:
-        parts.append(f'<div class="answer">Answer: {html.escape(answer)}</div>')
-    parts.append("</div>")
-    return "".join(parts)
+# ----- helpers ------------------------------------------------------------------------------------
+def _mode(label: str | None) -> str:
+    return MODES.get(label or "", "step")
 
 
-def notice(msg: str) -> str:
-    return f'<div class="notice">{html.escape(msg)}</div>'
+def _verifier_name(choice: str | None, prm_id: str | None) -> str | None:
+    if choice == JUDGE:
+        return "judge"
+    if choice == PRM:
+        prm_id = (prm_id or "").strip()
+        if not prm_id:
+            raise InputError("Give the PRM's hub id (e.g. Qwen/Qwen2.5-Math-PRM-7B) or a local folder.")
+        return f"prm:{prm_id}"
+    return None
 
 
-def analyze(question: str, max_new_tokens: int = 320, temperature: float = 0.0) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Stream the chain as HTML; the last item also carries the JSON result for API users."""
-    try:
-        question = clean_question(question)
-        llm = HOLDER.get()
-        final = None
-        for text, chain in llm.stream(question, int(max_new_tokens), float(temperature)):
-            if chain is None:
-                yield render(text, final=False), {}
-            else:
-                final = chain
-        assert final is not None
-        result = {
-            "question": question,
-            "model": llm.name,
-            "answer": final.answer,
-            "stop_reason": final.meta.get("stop_reason"),
-            "steps": [{"text": step_body(s), "scores": {}} for s in final.steps],
-        }
-        yield render(final.text, final=True), result
-    except InputError as e:
-        yield notice(str(e)), {"error": str(e)}
-    except Exception as e:  # the page must never show a traceback
-        logger.exception("analyze failed")
-        yield notice(f"Something went wrong while generating ({e.__class__.__name__}). Please try again."), {
-            "error": e.__class__.__name__
-        }
+def _err(e: BaseException) -> str:
+    if isinstance(e, InputError):
+        return render.notice_html(str(e), "error")
+    logger.exception("request failed", exc_info=e)
+    return render.notice_html(OOPS.format(e.__class__.__name__), "error")
 
 
-def build() -> gr.Blocks:
-    with gr.Blocks(title="uhead-viz") as demo:
-        gr.Markdown(
-            "# uhead-viz\nStep-by-step reasoning from a local LLM, checked step by step. "
-            f"Model: **{HOLDER.name}**."
+def _info(a: dict[str, Any], source: str = "") -> str:
+    bits = []
+    t = a.get("timing") or {}
+    if source == "stored":
+        bits.append("Stored result for this example (computed ahead of time with this model).")
+    elif source == "re-scored":
+        bits.append("Stored chain for this example, re-scored now with the current head.")
+    if t:
+        bits.append(
+            f"Generated in {t.get('generate_s', 0):.1f} s; final teacher-forced scoring {t.get('final_s', 0):.1f} s."
         )
-        with gr.Row():
-            with gr.Column(scale=2):
-                question = gr.Textbox(label="Question", lines=4, placeholder="Type a math word problem…")
-                with gr.Accordion("Generation settings", open=False):
-                    max_tokens = gr.Slider(32, 1024, value=320, step=16, label="Max new tokens")
-                    temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="Temperature (0 = greedy)")
-                go = gr.Button("Solve", variant="primary")
-                gr.Examples(EXAMPLES, inputs=[question])
-            with gr.Column(scale=3):
-                chain_html = gr.HTML(label="Reasoning chain")
-                result = gr.JSON(label="Result", visible=False)
-        go.click(analyze, [question, max_tokens, temperature], [chain_html, result], api_name="analyze")
-        question.submit(analyze, [question, max_tokens, temperature], [chain_html, result], api_name=False)
+    if a.get("stop_reason") and a["stop_reason"] not in ("answer", "eos"):
+        bits.append(f"Generation stopped early: {a['stop_reason'].replace('_', ' ')}.")
+    v = a.get("verifier")
+    if v:
+        bits.append(f"Verifier: {v['label']} ({v.get('seconds', 0):.1f} s).")
+    else:
+        bits.append("Verifier not run yet: it takes seconds per chain on a CPU, so it runs on demand (Compare tab).")
+    return f'<div class="uv-hint">{render.esc(" ".join(bits))}</div>'
+
+
+def _view(a: dict[str, Any], name: str) -> dict[str, Any]:
+    a = dict(a)
+    a["_view"] = name
+    return a
+
+
+# ----- ask ----------------------------------------------------------------------------------------
+@gpu
+def ask(question, max_tokens, temperature, verifier, prm_id, auto_verify, mode_label) -> Iterator[tuple]:
+    """Stream the chain; each step is coloured as soon as it is complete."""
+    mode = _mode(mode_label)
+    skip = gr.skip()
+    try:
+        q = clean_question(question or "")
+        vname = _verifier_name(verifier, prm_id) if auto_verify else None
+        eng = HOLDER.get()
+        yield render.chain_html({"question": q, "steps": [], "live": True}), skip, skip, skip, skip, skip
+        final = None
+        try:
+            for ev in eng.stream(q, int(max_tokens), float(temperature), verifier=vname):
+                if ev["phase"] == "stream":
+                    yield render.chain_html(ev["view"], mode), skip, skip, skip, skip, skip
+                else:
+                    final = _view(ev["analysis"], "ask")
+                    yield (render.chain_html(final, mode), render.step_detail_html(final, None), final, final, None,
+                           _info(final))
+        except InputError as e:  # a verifier that cannot run: the chain itself is fine
+            if final is None:
+                raise
+            yield skip, skip, skip, skip, skip, _info(final) + render.notice_html(str(e), "warn")
+    except Exception as e:
+        yield _err(e), "", skip, skip, skip, ""
+
+
+@gpu
+def show_example(question, mode_label) -> Iterator[tuple]:
+    """An example's stored result at once when it fits the loaded model; else generated live."""
+    mode = _mode(mode_label)
+    try:
+        eng = HOLDER.get()
+        a, why = ex.load(eng, question)
+        if a is not None:
+            a = _view(a, "ask")
+            yield render.chain_html(a, mode), render.step_detail_html(a, None), a, a, None, _info(a, why)
+            return
+        logger.info("Example generated live: %s", why)
+    except Exception as e:
+        yield _err(e), "", gr.skip(), gr.skip(), gr.skip(), ""
+        return
+    yield from ask(question, ex.DEFAULT_SETTINGS["max_new_tokens"], 0.0, NO_VERIFIER, "", False, mode_label)
+
+
+# ----- selection, views, plots --------------------------------------------------------------------
+def select_step(a, mode_label, evt: gr.EventData):
+    data = getattr(evt, "_data", None) or {}
+    try:
+        k = int(data.get("step"))
+    except (TypeError, ValueError):
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    if not a or not a.get("steps") or not 0 <= k < len(a["steps"]):
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    return render.chain_html(a, _mode(mode_label), selected=k), render.step_detail_html(a, k), a, k
+
+
+def rerender(mode_label, ask_a, paste_a, file_a, current, sel):
+    mode = _mode(mode_label)
+
+    def one(a):
+        if not a:
+            return gr.skip()
+        k = sel if current and a.get("_view") == current.get("_view") else None
+        return render.chain_html(a, mode, selected=k)
+
+    return one(ask_a), one(paste_a), one(file_a)
+
+
+def why_views(a, sel, distance, relative):
+    steps = (a or {}).get("steps") or []
+    k = sel if isinstance(sel, int) and 0 <= sel < len(steps) else (0 if steps else None)
+    choices = [(f"Step {i + 1}: {render._short(s.get('body', ''), 60)}", i) for i, s in enumerate(steps)]
+    dd = gr.update(choices=choices, value=k)
+    return (
+        dd,
+        plots.step_scores_fig(a, k),
+        plots.token_trace_fig(a, k),
+        plots.attention_fig(a, k, distance="all" if distance in (None, "all") else str(distance), relative=relative),
+        plots.attribution_fig(a, k),
+    )
+
+
+def compare_views(a):
+    return plots.compare_fig(a), render.compare_html(a)
+
+
+@gpu
+def run_verifier(current, verifier, prm_id, mode_label, ask_a, paste_a, file_a, sel):
+    skip = gr.skip()
+    if not current or not current.get("steps"):
+        return (skip,) * 7 + (render.notice_html("Analyse a chain first.", "warn"),)
+    try:
+        name = _verifier_name(verifier, prm_id)
+        if name is None:
+            return (skip,) * 7 + (render.notice_html("Choose a verifier first.", "warn"),)
+        eng = HOLDER.get()
+        a = eng.verify(current, name)
+    except Exception as e:
+        return (skip,) * 7 + (_err(e),)
+    mode = _mode(mode_label)
+    html = render.chain_html(a, mode, selected=sel)
+    view = a.get("_view")
+    outs = [a]
+    for name_ in ("ask", "paste", "file"):
+        outs += [a, html] if view == name_ else [skip, skip]
+    msg = render.notice_html(f"Verified with {a['verifier']['label']} in {a['verifier']['seconds']:.1f} s.", "ok")
+    return (*outs, msg)
+
+
+# ----- paste --------------------------------------------------------------------------------------
+@gpu
+def paste(problem, steps, answer, mode_label):
+    skip = gr.skip()
+    try:
+        clean_question(problem or "")
+        eng = HOLDER.get()
+        a = _view(eng.analyze_pasted(problem, steps, answer), "paste")
+    except Exception as e:
+        return _err(e), "", skip, skip, skip
+    return render.chain_html(a, _mode(mode_label)), render.step_detail_html(a, None), a, a, None
+
+
+# ----- files --------------------------------------------------------------------------------------
+def _progress_html(done: int, total: int, n_ok: int, errors: list[str]) -> str:
+    pct = 100 * done / max(total, 1)
+    bar = (
+        f'<div class="uv-hint">Scored {done} of {total} chains ({n_ok} ok, {len(errors)} problems)</div>'
+        f'<div style="height:8px;border-radius:4px;background:var(--background-fill-secondary);overflow:hidden">'
+        f'<div style="height:8px;width:{pct:.1f}%;background:#2c7bb6"></div></div>'
+    )
+    if errors:
+        items = "".join(f"<li>{render.esc(e)}</li>" for e in errors[:20])
+        more = f"<li>… and {len(errors) - 20} more</li>" if len(errors) > 20 else ""
+        bar += render.notice_html(f"{len(errors)} row(s) could not be scored and were skipped:", "warn")
+        bar += f'<ul class="uv-hint">{items}{more}</ul>'
+    return bar
+
+
+def steps_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """One line per step, the most likely wrong first."""
+    recs = []
+    for r in rows:
+        prim = r["primary"]
+        labels = r.get("labels") or [None] * len(r["steps"])
+        for k, text in enumerate(r["steps"]):
+            rec = {"chain": r["id"], "step": k + 1, f"p_wrong ({method_label(prim)})": r["scores"][prim][k]}
+            for m, vals in r["scores"].items():
+                if m != prim and isinstance(vals, list) and k < len(vals):
+                    rec[m] = vals[k]
+            if any(y is not None for y in labels):
+                rec["label"] = {None: "", 0: "fine", 1: "wrong"}.get(labels[k], "")
+            rec["text"] = " ".join(str(text).split())[:300]
+            recs.append(rec)
+    df = pd.DataFrame(recs)
+    if len(df):
+        df = df.sort_values(df.columns[2], ascending=False, kind="stable").reset_index(drop=True)
+    return df
+
+
+def evaluation_report(rows: list[dict[str, Any]], eng: Engine) -> dict[str, Any] | None:
+    """Step metrics per method over the rows that carry labels; None when none does."""
+    from uhead_viz import metrics
+
+    lab = [r for r in rows if r.get("labels") and any(y is not None for y in r["labels"])]
+    if not lab:
+        return None
+    methods = [m for m in lab[0]["scores"] if all(m in r["scores"] for r in lab)]
+    labels = [r["labels"] for r in lab]
+    out: dict[str, Any] = {
+        "n_chains": len(lab),
+        "n_steps": sum(1 for ls in labels for y in ls if y is not None),
+        "n_wrong": sum(1 for ls in labels for y in ls if y == 1),
+        "model": eng.llm.name,
+        "head": eng.hs.path,
+        "methods": {},
+    }
+    for m in methods:
+        scores = [r["scores"][m] for r in lab]
+        if m == "uhead":
+            thr, how = eng.threshold, "the head's validation threshold"
+        else:
+            thr, _ = metrics.best_threshold([metrics.first_error(y) for y in labels], scores)
+            how = "best on this file (optimistic)"
+        out["methods"][m] = {**metrics.summary(labels, scores, thr), "threshold": thr, "threshold_from": how}
+    return out
+
+
+def _write_downloads(rows: list[dict[str, Any]], df: pd.DataFrame, report: dict | None) -> list[str]:
+    d = Path(tempfile.gettempdir()) / "uhead_viz_downloads" / uuid.uuid4().hex[:12]
+    d.mkdir(parents=True, exist_ok=True)
+    paths = [d / "step_scores.csv", d / "scored_chains.jsonl"]
+    df.to_csv(paths[0], index=False, quoting=csv.QUOTE_NONNUMERIC)
+    with open(paths[1], "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    if report:
+        paths.append(d / "evaluation_report.json")
+        paths[-1].write_text(json.dumps(report, indent=2, default=float) + "\n", encoding="utf-8")
+    return [str(p) for p in paths]
+
+
+@gpu
+def score_upload(file) -> Iterator[tuple]:
+    skip = gr.skip()
+    if file is None:
+        yield render.notice_html("Choose a JSON or JSONL file of chains first.", "warn"), skip, skip, skip, ""
+        return
+    path = file if isinstance(file, str) else getattr(file, "name", None) or file.get("path")
+    try:
+        eng = HOLDER.get()
+        rows: list[dict[str, Any]] = []
+        errors: list[str] = []
+        last = -1
+        for done, total, rows, errors in eng.score_file(path):
+            if done == total or done - last >= max(1, total // 50):
+                last = done
+                df = steps_table(rows)
+                yield _progress_html(done, total, len(rows), errors), df, rows, skip, ""
+        if not rows:
+            msg = "None of the rows could be scored. " + (errors[0] if errors else "")
+            yield render.notice_html(msg, "error") + _progress_html(total, total, 0, errors), skip, rows, None, ""
+            return
+        df = steps_table(rows)
+        report = evaluation_report(rows, eng)
+        files = _write_downloads(rows, df, report)
+        done_msg = render.notice_html(
+            f"Scored {len(rows)} chains ({len(df)} steps). Click a row to open its chain below.", "ok"
+        )
+        yield done_msg + _progress_html(total, total, len(rows), errors), df, rows, files, render.report_html(report)
+    except Exception as e:
+        yield _err(e), skip, skip, skip, ""
+
+
+@gpu
+def open_row(rows, mode_label, evt: gr.SelectData):
+    skip = gr.skip()
+    try:
+        rv = evt.row_value or []
+        chain_id, step = str(rv[0]), int(rv[1]) - 1
+        row = next((r for r in rows or [] if str(r["id"]) == chain_id), None)
+        if row is None:
+            msg = render.notice_html("That chain is no longer loaded; score the file again.", "warn")
+            return msg, "", skip, skip, skip
+        a = _view(HOLDER.get().analyze_row(row), "file")
+    except Exception as e:
+        return _err(e), "", skip, skip, skip
+    k = step if 0 <= step < len(a["steps"]) else None
+    return render.chain_html(a, _mode(mode_label), selected=k), render.step_detail_html(a, k), a, a, k
+
+
+# ----- API ----------------------------------------------------------------------------------------
+@gpu
+def analyze(question: str, max_new_tokens: int = 320, temperature: float = 0.0, verifier: str = "") -> dict:
+    """Generate a step-by-step chain for a question and score every step.
+
+    Returns JSON: ``steps``, each with its ``text`` and ``scores`` (method -> probability the
+    step is wrong), plus the model, the head, the method that colours the page (``primary``)
+    and the answer. ``verifier``: "" (none), "judge", or "prm:<hub id>". Errors come back as
+    ``{"error": message, "steps": []}``.
+    """
+    try:
+        q = clean_question(question or "")
+        eng = HOLDER.get()
+        default = int(max_new_tokens) == ex.DEFAULT_SETTINGS["max_new_tokens"] and float(temperature) == 0.0
+        a = ex.load(eng, q)[0] if default and not verifier else None
+        if a is None:
+            a = eng.run(q, max_new_tokens=int(max_new_tokens), temperature=float(temperature),
+                        verifier=(verifier or "").strip() or None)
+        return api_result(a)
+    except InputError as e:
+        return {"error": str(e), "steps": []}
+    except Exception as e:
+        logger.exception("analyze failed")
+        return {"error": OOPS.format(e.__class__.__name__), "steps": []}
+
+
+# ----- layout -------------------------------------------------------------------------------------
+INTRO = """<div class="uv-title"><h1>uhead-viz</h1>
+<p>A local LLM solves a problem step by step; an uncertainty head reads its attention and token
+probabilities and colours each step by the probability that it is wrong.</p></div>"""
+
+API_DOC = """### Use it from code
+```python
+from gradio_client import Client
+result = Client("http://127.0.0.1:7860").predict("What is 17 * 23?", api_name="/analyze")
+for step in result["steps"]:
+    print(step["scores"][result["primary"]], step["text"])
+```
+`analyze(question, max_new_tokens=320, temperature=0.0, verifier="")` returns the steps, each with its
+text and its score by every method (probability that the step is wrong). `verifier` may be `"judge"`
+or `"prm:<hub id>"`; the verifier and the combined score `1 - (1 - head)(1 - verifier)` are then added.
+"""
+
+
+def build(holder: EngineHolder | None = None) -> gr.Blocks:
+    global HOLDER
+    if holder is not None:
+        HOLDER = holder
+    verifiers = [NO_VERIFIER] + ([JUDGE] if "judge" in verifier_names() else []) + [PRM]
+    model_work = {"concurrency_id": "model", "concurrency_limit": 1}
+    with gr.Blocks(title="uhead-viz") as demo:
+        gr.HTML(INTRO)
+        status = gr.HTML(HOLDER.status_html(), elem_id="uv-status")
+        timer = gr.Timer(1.0)
+        current = gr.State(None)
+        sel = gr.State(None)
+        ask_state, paste_state, file_state, file_rows = gr.State(None), gr.State(None), gr.State(None), gr.State([])
+        with gr.Tabs():
+            with gr.Tab("Ask", id="ask", elem_id="tab-ask"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=4, min_width=320):
+                        question = gr.Textbox(
+                            label="Question", lines=4, placeholder="Type a math word problem…", elem_id="question"
+                        )
+                        with gr.Row():
+                            go = gr.Button("Solve and check", variant="primary", elem_id="solve")
+                            stop = gr.Button("Stop", variant="secondary", elem_id="stop")
+                        examples = gr.Examples(
+                            [[q] for q in ex.questions()],
+                            inputs=[question],
+                            label="Examples (GSM8K- and MATH-style; results computed ahead of time, shown at once)",
+                            example_labels=[f"{e['style']}: {render._short(e['question'], 70)}" for e in ex.EXAMPLES],
+                            cache_examples=False,
+                            api_visibility="private",
+                        )
+                        mode = gr.Radio(list(MODES), value="Step score", label="Colour by", elem_id="mode")
+                        with gr.Accordion("Generation settings", open=False):
+                            max_tokens = gr.Slider(32, 1024, value=320, step=16, label="Max new tokens")
+                            temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="Temperature (0 = greedy)")
+                        with gr.Accordion("Verifier", open=False):
+                            gr.Markdown(
+                                "A verifier (an LLM judge, or a process reward model given by hub id) takes seconds "
+                                "per chain on a CPU, so it runs after the chain is complete, or on demand in the "
+                                "Compare tab."
+                            )
+                            verifier = gr.Dropdown(verifiers, value=NO_VERIFIER, label="Verifier")
+                            prm_id = gr.Textbox(
+                                label="PRM hub id or local folder", placeholder="Qwen/Qwen2.5-Math-PRM-7B"
+                            )
+                            auto_verify = gr.Checkbox(False, label="Run the verifier after each chain")
+                    with gr.Column(scale=7, min_width=420):
+                        chain = gr.HTML(render.chain_html(None), elem_id="chain", js_on_load=render.STEP_CLICK_JS)
+                        detail = gr.HTML(render.step_detail_html(None, None), elem_id="detail")
+                        info = gr.HTML("", elem_id="ask-info")
+            with gr.Tab("Why", id="why", elem_id="tab-why"):
+                gr.Markdown("What is behind the selected step's score. Click a step in any chain to select it.")
+                step_dd = gr.Dropdown(choices=[], label="Step", elem_id="why-step")
+                fig_scores = gr.Plot(show_label=False, elem_id="fig-scores")
+                fig_tokens = gr.Plot(show_label=False, elem_id="fig-tokens")
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        with gr.Row():
+                            distance = gr.Dropdown(["all", "1", "2", "3", "4", "5"], value="all",
+                                                   label="Look-back distance")
+                            relative = gr.Checkbox(False, label="Relative to the chain's mean")
+                        fig_attn = gr.Plot(show_label=False, elem_id="fig-attn")
+                    with gr.Column(scale=1):
+                        fig_attr = gr.Plot(show_label=False, elem_id="fig-attr")
+            with gr.Tab("Compare", id="compare", elem_id="tab-compare"):
+                gr.Markdown(
+                    "The head (or, without one, the baseline) against a verifier, step by step. The combined score "
+                    "is 1 − (1 − head)(1 − verifier). Pick the verifier in the Ask tab's accordion."
+                )
+                with gr.Row():
+                    verify_btn = gr.Button("Run verifier on this chain", variant="primary", elem_id="verify")
+                verify_msg = gr.HTML("")
+                fig_cmp = gr.Plot(show_label=False, elem_id="fig-compare")
+                cmp_html = gr.HTML(render.compare_html(None), elem_id="compare-table")
+            with gr.Tab("Analyse a file", id="file", elem_id="tab-file"):
+                gr.Markdown(
+                    "Upload chains as JSON (a list) or JSON Lines: ProcessBench rows (`id`, `problem`, `steps`, "
+                    "`label`), rows written by `python -m uhead_viz generate`, or any `{problem, steps}` rows, "
+                    f"optionally with per-step `labels`. Up to {MAX_UPLOAD_BYTES // 2**20} MB."
+                )
+                with gr.Row():
+                    upload = gr.File(label="Chains file (.json or .jsonl)", elem_id="upload", scale=3)
+                    score_btn = gr.Button("Score file", variant="primary", elem_id="score-file", scale=1)
+                file_msg = gr.HTML("", elem_id="file-msg")
+                table = gr.Dataframe(
+                    label="Steps, most likely wrong first (click a row to open its chain)",
+                    interactive=False, wrap=True, show_search="filter", max_height=420, elem_id="table",
+                )
+                report = gr.HTML("", elem_id="report")
+                downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
+                file_chain = gr.HTML(render.placeholder_html("Click a row of the table to open its chain here."),
+                                     elem_id="file-chain", js_on_load=render.STEP_CLICK_JS)
+                file_detail = gr.HTML("", elem_id="file-detail")
+            with gr.Tab("Paste a chain", id="paste", elem_id="tab-paste"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=4, min_width=320):
+                        p_problem = gr.Textbox(label="Problem", lines=3, elem_id="paste-problem")
+                        p_steps = gr.Textbox(
+                            label="Steps (one per line, or each starting 'Step k:')", lines=8, elem_id="paste-steps"
+                        )
+                        p_answer = gr.Textbox(label="Final answer (optional)", elem_id="paste-answer")
+                        p_btn = gr.Button("Score these steps", variant="primary", elem_id="paste-go")
+                    with gr.Column(scale=7, min_width=420):
+                        p_chain = gr.HTML(render.placeholder_html("Scored steps appear here."), elem_id="paste-chain",
+                                          js_on_load=render.STEP_CLICK_JS)
+                        p_detail = gr.HTML("", elem_id="paste-detail")
+            with gr.Tab("API", id="api"):
+                gr.Markdown(API_DOC)
+
+        ask_outs = [chain, detail, ask_state, current, sel, info]
+        ask_ins = [question, max_tokens, temperature, verifier, prm_id, auto_verify, mode]
+        e1 = go.click(ask, ask_ins, ask_outs, api_visibility="private", **model_work)
+        e2 = question.submit(ask, ask_ins, ask_outs, api_visibility="private", **model_work)
+        stop.click(None, cancels=[e1, e2])
+        examples.load_input_event.then(show_example, [question, mode], ask_outs, api_visibility="private",
+                                       **model_work)
+        for view, state, det in ((chain, ask_state, detail), (p_chain, paste_state, p_detail),
+                                 (file_chain, file_state, file_detail)):
+            view.click(select_step, [state, mode], [view, det, current, sel], api_visibility="private")
+        mode.change(rerender, [mode, ask_state, paste_state, file_state, current, sel], [chain, p_chain, file_chain],
+                    api_visibility="private")
+        why_ins = [current, sel, distance, relative]
+        why_outs = [step_dd, fig_scores, fig_tokens, fig_attn, fig_attr]
+        for trig in (current.change, sel.change, distance.change, relative.change):
+            trig(why_views, why_ins, why_outs, api_visibility="private")
+        step_dd.input(lambda k: k, [step_dd], [sel], api_visibility="private")
+        current.change(compare_views, [current], [fig_cmp, cmp_html], api_visibility="private")
+        verify_btn.click(
+            run_verifier, [current, verifier, prm_id, mode, ask_state, paste_state, file_state, sel],
+            [current, ask_state, chain, paste_state, p_chain, file_state, file_chain, verify_msg],
+            api_visibility="private", **model_work,
+        )
+        score_btn.click(score_upload, [upload], [file_msg, table, file_rows, downloads, report],
+                        api_visibility="private", **model_work)
+        table.select(open_row, [file_rows, mode], [file_chain, file_detail, file_state, current, sel],
+                     api_visibility="private", **model_work)
+        p_btn.click(paste, [p_problem, p_steps, p_answer, mode], [p_chain, p_detail, paste_state, current, sel],
+                    api_visibility="private", **model_work)
+        timer.tick(
+            lambda: (HOLDER.status_html(), gr.Timer(active=not HOLDER.ready.is_set())), None, [status, timer],
+            api_visibility="private", show_progress="hidden",
+        )
+        gr.api(analyze, api_name="analyze", **model_work)
     return demo
+
+
+THEME = gr.themes.Soft(
+    primary_hue="blue",
+    neutral_hue="slate",
+    font=("ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "sans-serif"),
+)
+
+
+def launch(demo: gr.Blocks, **kw: Any) -> Any:
+    demo.queue(default_concurrency_limit=1, max_size=64)
+    return demo.launch(
+        show_error=False,
+        css=render.CSS,
+        theme=THEME,
+        max_file_size=MAX_UPLOAD_BYTES,
+        **kw,
+    )
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     HOLDER.start()
-    demo = build()
-    demo.queue(default_concurrency_limit=1, max_size=32)
-    demo.launch(
+    launch(
+        build(),
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-        show_error=False,
-        css=CSS,
-        theme=gr.themes.Soft(),
     )
 
 

@@ -1,0 +1,835 @@
+"""The app's pipeline: stream a chain with each step scored as it completes, then finalise.
+
+Colouring a step the moment its text is complete needs the step's internals at once. A
+second, teacher-forced pass per step would compete with generation for the CPU, so the
+internals are kept *during* generation instead: ``LiveCapture`` puts the capture hooks of
+``capture.Recorder`` on the model for the length of ``LLM.generate`` and keeps, for every
+token fed, its look-back attention band and the probability features of the distribution
+that produced it. When a step is complete (the next line has begun), its scores are
+computed from those rows: the unsupervised baselines from the step's tokens, the head from
+the features up to the step's end. Both are causal, so a step's score never depends on
+later steps and is computed once.
+
+When the chain is done, ``analyze_chain`` runs the same path as ``python -m uhead_viz
+score``: one teacher-forced pass through the shared ``InternalsCache``, every method's
+scorer, so the final numbers (and the ``analyze`` API) equal what the CLI gives for the same
+chain. The live numbers differ from them only by float rounding (in fp32) or by int8
+activation scales (the default CPU build quantizes activations per call); the final pass
+replaces them. It also keeps what the "why" plots need: token probabilities and entropy,
+each step's mean look-back attention, and the head's gradient x input attribution.
+
+Everything returned is a plain JSON-able dict (an *analysis*), so it can sit in a
+``gr.State``, be stored as a cached example, and be returned by the API.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import queue
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import attribution
+from .capture import CaptureSpec, Internals, Recorder
+from .features import merge_specs, restrict, token_features
+from .jsonl import RowError, read_rows
+from .llm import ASSISTANT_PREFIX, InputError, clean_question
+from .render import method_label
+from .scorers import SCORERS, InternalsCache, Scorer, available, get_scorer
+from .scoring import checkpoint_dirs, default_head, row_to_chain
+from .steps import STEP_RE, Chain, chain_from_steps, spans_for, split_text, step_body, token_char_offsets
+
+logger = logging.getLogger(__name__)
+
+ANALYSIS_VERSION = 1
+# Best first: which unsupervised baseline colours the chain when no trained head fits the model.
+BASELINE_PREFERENCE = ("minprob", "mean_entropy", "maxprob", "max_entropy", "perplexity", "seqprob")
+MAX_PASTE_STEPS = 60
+MAX_PASTE_CHARS = 20_000
+MAX_DATASET_ROWS = int(os.environ.get("UHEAD_VIZ_MAX_ROWS", "1000"))
+MAX_UPLOAD_BYTES = int(os.environ.get("UHEAD_VIZ_MAX_UPLOAD_MB", "20")) * 1024 * 1024
+
+
+def combine(p_a: float, p_b: float) -> float:
+    """P(wrong) when a step counts as correct only if both scorers say so: 1 - (1-a)(1-b)."""
+    return 1.0 - (1.0 - float(p_a)) * (1.0 - float(p_b))
+
+
+def _r(x: float, nd: int = 5) -> float:
+    x = float(x)
+    return round(x, nd) if math.isfinite(x) else 0.0
+
+
+def baseline_names() -> list[str]:
+    """Registered scorers that read only token probabilities (cheap enough to run live)."""
+    from .scorers.baselines import TokenStatScorer
+
+    SCORERS.load_all()
+    return sorted(n for n, c in SCORERS.items() if isinstance(c, type) and issubclass(c, TokenStatScorer))
+
+
+def verifier_names() -> list[str]:
+    """Verifiers this build can run: the LLM judge when it is registered; PRMs are added by hub id."""
+    return [n for n in available() if n == "judge"]
+
+
+def complete_steps(text: str) -> tuple[list, str | None, int, int]:
+    """(regions, answer, answer_start, number of complete steps) of streamed text.
+
+    A step is complete once the line after it has begun with something that is not more
+    of it: the next ``Step k:`` marker or an ``Answer:`` line, or already their first word
+    (``Step`` and ``Answer`` arrive a token before the number or colon), so the colour need
+    not wait for more than the next line's first token.
+    """
+    regions, answer, astart = split_text(text)
+    if answer is not None:
+        return regions, answer, astart, len(regions)
+    n = max(0, len(regions) - 1)
+    last_nl = text.rfind("\n")
+    if regions and last_nl >= regions[-1].start and _NEXT_LINE.match(text[last_nl + 1 :]):
+        n = len(regions)
+    return regions, answer, astart, n
+
+
+_NEXT_LINE = re.compile(r"\s*(?:\*\*)?\s*(?:step\s*\d*\s*[:.)-]?|(?:final\s+)?answer\s*[:：]?)\s*$", re.IGNORECASE)
+
+
+# ----- capture during generation -------------------------------------------------------------
+class LiveCapture:
+    """Hooks that keep each fed token's internals while ``LLM.generate`` runs (batch of one).
+
+    Calls to the model are either prompt calls (several tokens: the shared-prefix cache, then
+    the prompt's own tail, which ends with the forced ``Step 1:`` tokens) or decoding calls
+    (one token, the one just chosen). The last prompt call resets the chain to those forced
+    tokens; each decoding call appends the token it feeds. For every chain token the rows
+    match ``capture.teacher_force``: the look-back band of its own position and the
+    probability features of the distribution that produced it.
+    """
+
+    def __init__(self, llm: Any, spec: CaptureSpec, n_prefix: int) -> None:
+        self.llm = llm
+        self.model = llm.model
+        self.spec = spec
+        self.n_prefix = n_prefix
+        self.rec = Recorder(self.model, spec)
+        self.ids: list[int] = []
+        self.attn: list[torch.Tensor] = []
+        self.hidden: dict[int, list[torch.Tensor]] = {li: [] for li in spec.hidden_layers}
+        self.topk: list[torch.Tensor] = []
+        self.logprob: list[float] = []
+        self.entropy: list[float] = []
+        self._multi = False
+        self._call_ids: list[int] = []
+        self._prev: tuple[torch.Tensor, torch.Tensor, float] | None = None
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> LiveCapture:
+        self.rec.__enter__()
+        m = self.model
+        norm = getattr(m.get_decoder(), "norm", None)
+        if norm is None:
+            self.rec.__exit__()
+            raise ValueError(f"{type(m).__name__} has no final norm to read the prompt's last positions from.")
+        self._handles = [
+            m.register_forward_pre_hook(self._pre, with_kwargs=True),
+            norm.register_forward_hook(self._norm),
+            m.register_forward_hook(self._post, with_kwargs=True),
+        ]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self.rec.__exit__(*exc)
+
+    def _stats(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        p = logp.exp()
+        return logp, p.topk(self.spec.top_k, dim=-1).values, -(p * logp).sum(-1)
+
+    def _pre(self, module: Any, args: Any, kwargs: dict) -> None:
+        ids = kwargs.get("input_ids")
+        if ids is None and args:
+            ids = args[0]
+        if ids is None:
+            raise ValueError("LiveCapture needs input_ids")
+        self._multi = ids.shape[1] > 1
+        if self._multi:
+            self._call_ids = ids[0].tolist()
+            return
+        x = int(ids[0, 0])
+        if self._prev is None:  # a one-token call with no distribution before it: nothing to read
+            logp = torch.zeros(1)
+            self.topk.append(torch.zeros(self.spec.top_k))
+            self.logprob.append(0.0)
+            self.entropy.append(0.0)
+        else:
+            logp, tk, ent = self._prev
+            self.topk.append(tk)
+            self.logprob.append(float(logp[x]))
+            self.entropy.append(float(ent))
+        self.ids.append(x)
+
+    def _norm(self, module: Any, args: Any, output: Any) -> None:
+        if not self._multi:
+            return
+        h = output[0] if isinstance(output, tuple) else output
+        q = h.shape[1]
+        n = min(self.n_prefix, q - 1)
+        self.ids = self._call_ids[q - n :] if n else []
+        self.topk, self.logprob, self.entropy = [], [], []
+        if n:
+            rows = h[0, q - n - 1 : q - 1]
+            logits = self.model.get_output_embeddings()(rows)
+            logp, tk, ent = self._stats(logits)
+            tgt = torch.tensor(self.ids, device=logp.device)
+            self.topk = list(tk.detach().float().cpu())
+            self.logprob = logp.gather(-1, tgt[:, None])[:, 0].float().cpu().tolist()
+            self.entropy = ent.float().cpu().tolist()
+        self._n_reset = n
+
+    def _post(self, module: Any, args: Any, kwargs: dict, output: Any) -> None:
+        logits = output.logits[0, -1]
+        logp, tk, ent = self._stats(logits)
+        self._prev = (logp.detach().cpu(), tk.detach().float().cpu(), float(ent))
+        calls = self.rec.attn
+        if calls:
+            a = torch.stack(calls[-1], dim=2)[0].detach().float().cpu()  # [q, L, H, w]
+            calls.clear()
+            if self._multi:
+                n = getattr(self, "_n_reset", 0)
+                self.attn = list(a[a.shape[0] - n :]) if n else []
+            else:
+                self.attn.append(a[-1])
+        for li, hs in self.rec.hidden.items():
+            if hs:
+                x = hs[-1][0].detach().float().cpu()
+                hs.clear()
+                if self._multi:
+                    n = getattr(self, "_n_reset", 0)
+                    self.hidden[li] = list(x[x.shape[0] - n :]) if n else []
+                else:
+                    self.hidden[li].append(x[-1])
+
+    def internals(self, n: int) -> Internals:
+        """The first ``n`` chain tokens' internals, in teacher_force's shape."""
+        n = min(n, len(self.attn), len(self.logprob))
+        return Internals(
+            attn=torch.stack(self.attn[:n]),
+            topk_probs=torch.stack(self.topk[:n]),
+            token_logprob=torch.tensor(self.logprob[:n]),
+            entropy=torch.tensor(self.entropy[:n]),
+            hidden={li: torch.stack(v[:n]) for li, v in self.hidden.items()},
+        )
+
+
+# ----- the engine ------------------------------------------------------------------------------
+@dataclass
+class HeadState:
+    head: Any = None
+    path: str | None = None
+    note: str = ""
+    sha256: str | None = None
+    signature: tuple = field(default_factory=tuple)
+
+
+class Cancelled(Exception):
+    pass
+
+
+class Engine:
+    """One loaded model, its head (or none), and every scoring path the app needs.
+
+    All model work goes through ``self.lock``: the live-capture hooks sit on the shared
+    model, so two requests must never run it at the same time.
+    """
+
+    def __init__(self, llm: Any, head: Any = None, head_path: str | None = None, auto_head: bool = True) -> None:
+        self.llm = llm
+        self.lock = threading.RLock()
+        self.cache = InternalsCache(llm, max_items=64)
+        self.auto_head = auto_head and head is None
+        self.hs = HeadState(head=head, path=head_path, note="" if head is not None else "no head given")
+        if head is not None:
+            self.hs.sha256 = _head_sha(head_path)
+        self.baselines = baseline_names()
+        self._verifiers: dict[str, Scorer] = {}
+        if self.auto_head:
+            self.refresh_head(force=True)
+
+    # ----- head --------------------------------------------------------------------------------
+    @property
+    def head(self) -> Any:
+        return self.hs.head
+
+    def refresh_head(self, force: bool = False) -> bool:
+        """Pick up a head checkpoint that appeared (or changed) since the last look; True if it changed."""
+        if not self.auto_head:
+            return False
+        sig = _checkpoint_signature()
+        if not force and sig == self.hs.signature:
+            return False
+        head, where = default_head(self.llm)
+        if head is not None:
+            self.hs = HeadState(head=head, path=where, note="", sha256=_head_sha(where), signature=sig)
+            logger.info("Using head %s", where)
+        else:
+            self.hs = HeadState(note=where, signature=sig)
+        return True
+
+    def head_info(self) -> dict[str, Any] | None:
+        h = self.head
+        if h is None:
+            return None
+        return {
+            "path": self.hs.path,
+            "mode": h.config.mode,
+            "threshold": _r(h.threshold),
+            "sha256": self.hs.sha256,
+            "metrics": h.metrics or {},
+        }
+
+    @property
+    def primary(self) -> str:
+        if self.head is not None:
+            return "uhead"
+        env = os.environ.get("UHEAD_VIZ_BASELINE")
+        if env and env in self.baselines:
+            return env
+        return next((b for b in BASELINE_PREFERENCE if b in self.baselines), self.baselines[0])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.head.threshold) if self.head is not None else 0.5
+
+    def methods(self) -> list[str]:
+        return (["uhead"] if self.head is not None else []) + self.baselines
+
+    def model_info(self) -> dict[str, Any]:
+        llm = self.llm
+        return {
+            "name": llm.name,
+            "source": getattr(llm, "source", ""),
+            "fingerprint": llm.fingerprint,
+            "precision": getattr(llm, "precision", ""),
+        }
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "model": self.model_info(),
+            "head": self.head_info(),
+            "head_note": self.hs.note,
+            "primary": self.primary,
+            "verifiers": verifier_names(),
+        }
+
+    def spec(self) -> CaptureSpec:
+        return merge_specs(CaptureSpec(), self.head.spec if self.head is not None else None)
+
+    # ----- live generation ---------------------------------------------------------------------
+    def stream(
+        self,
+        question: str,
+        max_new_tokens: int = 320,
+        temperature: float = 0.0,
+        seed: int = 0,
+        verifier: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Yield live views while the chain is written, then the final analysis.
+
+        Events: ``{"phase": "stream", "view": ...}`` while generating (each view lists the
+        steps so far, complete ones with scores), ``{"phase": "final", "analysis": ...}``
+        once the teacher-forced pass is done, and, when a verifier is asked for,
+        ``{"phase": "verified", "analysis": ...}``.
+        """
+        question = clean_question(question)
+        max_new_tokens = int(min(max(int(max_new_tokens), 8), 2048))
+        temperature = float(min(max(float(temperature), 0.0), 2.0))
+        with self.lock:
+            self.refresh_head()
+            t0 = time.perf_counter()
+            live = LiveScorer(self, question)
+            events: queue.Queue = queue.Queue()
+            box: dict[str, Any] = {}
+            cancel = threading.Event()
+
+            def on_token(i: int, text: str) -> None:
+                if cancel.is_set():
+                    raise Cancelled()
+                events.put(live.update(text))
+
+            def work() -> None:
+                try:
+                    with live.capture:
+                        box["chain"] = self.llm.generate(
+                            [question], max_new_tokens, temperature, seed, on_token=on_token
+                        )[0]
+                except BaseException as e:  # handed to the consumer
+                    box["error"] = e
+                events.put(None)
+
+            th = threading.Thread(target=work, daemon=True, name="uhead-generate")
+            th.start()
+            try:
+                while True:
+                    item = events.get()
+                    if item is None:
+                        break
+                    while True:  # coalesce a burst of tokens into one update
+                        try:
+                            nxt = events.get_nowait()
+                        except queue.Empty:
+                            break
+                        if nxt is None:
+                            events.put(None)
+                            break
+                        item = nxt
+                    yield {"phase": "stream", "view": item, "t": time.perf_counter() - t0}
+            finally:
+                cancel.set()
+                th.join()
+            if "error" in box:
+                raise box["error"]
+            chain: Chain = box["chain"]
+            gen_s = time.perf_counter() - t0
+            live_view = live.update(chain.text, final=True)
+            live_view["finalising"] = True
+            yield {"phase": "stream", "view": live_view, "t": gen_s}
+            settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
+            analysis = self.analyze_chain(chain, kind="generated", settings=settings)
+            analysis["timing"] = {"generate_s": _r(gen_s, 2), "final_s": _r(time.perf_counter() - t0 - gen_s, 2)}
+            analysis["live_scores"] = live.scores_list()
+            yield {"phase": "final", "analysis": analysis, "t": time.perf_counter() - t0}
+            if verifier:
+                analysis = self.verify(analysis, verifier)
+                yield {"phase": "verified", "analysis": analysis, "t": time.perf_counter() - t0}
+
+    def run(self, question: str, **kw: Any) -> dict[str, Any]:
+        """The final analysis of one question (the stream drained)."""
+        out = None
+        for ev in self.stream(question, **kw):
+            if ev["phase"] in ("final", "verified"):
+                out = ev["analysis"]
+        assert out is not None
+        return out
+
+    # ----- final, teacher-forced analysis ------------------------------------------------------
+    def scorers(self, methods: list[str] | None = None) -> dict[str, Scorer]:
+        methods = methods or self.methods()
+        return {m: get_scorer(m, self.llm, head=self.head, cache=self.cache) for m in methods}
+
+    def analyze_chain(
+        self, chain: Chain, kind: str = "generated", settings: dict | None = None, extra: dict | None = None
+    ) -> dict[str, Any]:
+        """Score a chain with every method (one teacher-forced pass) and keep what the views need."""
+        with self.lock:
+            self.refresh_head()
+            methods = self.methods()
+            a: dict[str, Any] = {
+                "version": ANALYSIS_VERSION,
+                "kind": kind,
+                "question": chain.problem,
+                "model": self.model_info(),
+                "head": self.head_info(),
+                "head_note": self.hs.note,
+                "primary": self.primary,
+                "threshold": _r(self.threshold),
+                "methods": methods,
+                "settings": settings or {},
+                "answer": chain.answer,
+                "stop_reason": chain.meta.get("stop_reason"),
+                "verifier": None,
+                "row": {
+                    "problem": chain.problem,
+                    "steps": list(chain.steps),
+                    "answer": chain.answer,
+                    "text": chain.text,
+                    "ids": list(chain.ids),
+                    "spans": [list(s) for s in chain.spans],
+                    "model": self.llm.name,
+                },
+                "steps": [],
+                "tokens": {"text": [], "prob": [], "entropy": [], "attn_local": []},
+                "attention": [],
+                "attribution": None,
+                **(extra or {}),
+            }
+            if not chain.spans or not chain.ids:
+                a["notes"] = ["The model wrote no steps to score."]
+                return a
+            scorers = self.scorers(methods)
+            per = {m: s.score([chain])[0] for m, s in scorers.items()}
+            x = self.cache.get(chain)
+            tok = self.llm.tokenizer
+            dtext = tok.decode(chain.ids, skip_special_tokens=False)
+            offs = token_char_offsets(tok, chain.ids)
+            probs = x.token_logprob.float().exp().tolist()
+            a["tokens"] = {
+                "text": [dtext[s:e] for s, e in offs],
+                "prob": [_r(p, 4) for p in probs],
+                "entropy": [_r(e, 4) for e in x.entropy.float().tolist()],
+                "attn_local": [_r(v, 4) for v in x.attn.sum(-1).mean(dim=(1, 2)).tolist()],
+            }
+            for k, (s, e) in enumerate(chain.spans):
+                a["steps"].append(
+                    {
+                        "index": k,
+                        "text": chain.steps[k],
+                        "body": step_body(chain.steps[k]),
+                        "span": [int(s), int(e)],
+                        "scores": {m: _r(per[m][k]) for m in methods},
+                    }
+                )
+                band = x.attn[s:e].mean(0)  # [L, H, w]
+                a["attention"].append([[[_r(v, 4) for v in hd] for hd in layer] for layer in band.tolist()])
+            if self.head is not None:
+                feats = token_features(restrict(x, self.head.spec), self.head.spec)
+                a["attribution"] = [
+                    attribution.explain(self.head, feats, chain.spans, k, self.llm) for k in range(len(chain.spans))
+                ]
+            return a
+
+    # ----- verifier ----------------------------------------------------------------------------
+    def verifier(self, name: str) -> Scorer:
+        """Build (once) the verifier ``judge`` or ``prm:<hub id or folder>``."""
+        if name in self._verifiers:
+            return self._verifiers[name]
+        if name.startswith("prm:"):
+            try:
+                from .scorers.prm import prm_method
+            except ImportError as e:
+                raise InputError("This build has no PRM support.") from e
+            prm_method(name)
+        elif name not in available():
+            raise InputError(f"The verifier '{name}' is not available in this build.")
+        self._verifiers[name] = get_scorer(name, self.llm, head=self.head, cache=self.cache)
+        return self._verifiers[name]
+
+    def verify(self, analysis: dict[str, Any], name: str) -> dict[str, Any]:
+        """Add the verifier's score and the combined score to each step of an analysis."""
+        name = name.strip()
+        if not analysis.get("steps"):
+            return analysis
+        with self.lock:
+            t0 = time.perf_counter()
+            scorer = self.verifier(name)
+            chain = self.chain_of(analysis)
+            ps = scorer.score([chain])[0]
+        if len(ps) != len(analysis["steps"]):
+            raise ValueError(f"the verifier gave {len(ps)} scores for {len(analysis['steps'])} steps")
+        out = dict(analysis)
+        out["steps"] = [dict(s, scores=dict(s["scores"])) for s in analysis["steps"]]
+        prim = analysis["primary"]
+        for s, p in zip(out["steps"], ps):
+            s["scores"]["verifier"] = _r(p)
+            s["scores"]["combined"] = _r(combine(s["scores"][prim], p))
+        out["verifier"] = {
+            "name": name,
+            "label": getattr(scorer, "label", method_label(name)),
+            "seconds": _r(time.perf_counter() - t0, 2),
+        }
+        return out
+
+    def chain_of(self, analysis: dict[str, Any]) -> Chain:
+        """The Chain an analysis describes (its stored ids and spans)."""
+        return row_to_chain(analysis["row"], self.llm)
+
+    # ----- pasted chains -----------------------------------------------------------------------
+    def analyze_pasted(self, problem: str, steps_text: str, answer: str | None = None) -> dict[str, Any]:
+        problem = clean_question(problem)
+        steps, ans = parse_steps(steps_text)
+        answer = (answer or "").strip() or ans
+        chain = chain_from_steps(self.llm.tokenizer, problem, self.llm.prompt_ids(problem), steps, answer)
+        return self.analyze_chain(chain, kind="pasted")
+
+    # ----- files -------------------------------------------------------------------------------
+    def score_file(self, path: str | Path) -> Iterator[tuple[int, int, list[dict[str, Any]], list[str]]]:
+        """Score every readable row of a JSON/JSONL file, yielding (done, total, scored rows, problems).
+
+        A malformed row is reported (line and reason) and skipped; the others are scored.
+        Each chain takes the model lock on its own, so a question asked meanwhile waits for
+        one chain, not for the whole file.
+        """
+        rows, errors = read_dataset(path)
+        out: list[dict[str, Any]] = []
+        yield 0, len(rows), out, errors
+        for i, (line, row) in enumerate(rows):
+            rid = str(row.get("id", f"line-{line}"))
+            try:
+                with self.lock:
+                    self.refresh_head()
+                    chain = row_to_chain(row, self.llm)
+                    scores = {m: [_r(v) for v in s.score([chain])[0]] for m, s in self.scorers().items()}
+            except (RowError, InputError, ValueError) as e:
+                errors.append(f"line {line} (id {rid}): {e}")
+                yield i + 1, len(rows), out, errors
+                continue
+            prev = row.get("scores") if isinstance(row.get("scores"), dict) else {}
+            out.append(
+                {
+                    **row,
+                    "id": rid,
+                    "labels": row_labels(row, len(chain.steps)),
+                    "scores": {**prev, **scores},
+                    "primary": self.primary,
+                    "scored_by": {"model": self.llm.name, "fingerprint": self.llm.fingerprint, "head": self.hs.path},
+                }
+            )
+            yield i + 1, len(rows), out, errors
+
+    def analyze_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The full analysis of one dataset row (its internals are usually still cached)."""
+        chain = row_to_chain(row, self.llm)
+        a = self.analyze_chain(chain, kind="dataset", extra={"id": row.get("id")})
+        labels = row.get("labels")
+        if isinstance(labels, list) and len(labels) == len(a["steps"]):
+            for s, y in zip(a["steps"], labels):
+                s["label"] = y
+        return a
+
+
+class LiveScorer:
+    """Scores each step of a chain being generated as soon as it is complete."""
+
+    def __init__(self, engine: Engine, question: str) -> None:
+        self.engine = engine
+        self.llm = engine.llm
+        self.tok = engine.llm.tokenizer
+        self.question = question
+        self.head = engine.head
+        self.prompt_ids = self.llm.prompt_ids(question)
+        n_prefix = len(self.tok(ASSISTANT_PREFIX, add_special_tokens=False)["input_ids"])
+        self.capture = LiveCapture(self.llm, engine.spec(), n_prefix)
+        self.stats = {n: get_scorer(n, self.llm, cache=engine.cache) for n in engine.baselines}
+        self.scores: list[dict[str, float]] = []
+        self.tokens: list[list[dict[str, Any]]] = []
+        self.t_scored: list[float] = []
+
+    def update(self, text: str, final: bool = False) -> dict[str, Any]:
+        """The view of ``text`` (scoring newly complete steps first)."""
+        regions, answer, astart, n_done = complete_steps(text)
+        if final:
+            n_done = len(regions)
+        if n_done > len(self.scores) and not final:
+            self._score(text, regions, astart, n_done)
+        steps = []
+        for k, r in enumerate(regions):
+            sc = self.scores[k] if k < len(self.scores) else None
+            state = "done" if sc is not None else ("scoring" if k < n_done else "writing")
+            steps.append(
+                {
+                    "index": k,
+                    "text": r.text,
+                    "body": step_body(r.text),
+                    "scores": sc,
+                    "tokens": self.tokens[k] if k < len(self.tokens) else None,
+                    "state": state,
+                }
+            )
+        return {
+            "question": self.question,
+            "steps": steps,
+            "answer": answer,
+            "primary": self.engine.primary,
+            "threshold": self.engine.threshold,
+            "live": True,
+        }
+
+    def _score(self, text: str, regions: list, astart: int, n_done: int) -> None:
+        cap = self.capture
+        ids = list(cap.ids)
+        if not ids or len(cap.attn) < len(ids):
+            return
+        offsets = token_char_offsets(self.tok, ids)
+        spans = spans_for(regions[: n_done + 1], offsets, astart)[:n_done]
+        if len(spans) < n_done or any(b <= a for a, b in spans[len(self.scores) :]):
+            return
+        chain = Chain(self.question, [r.text for r in regions[:n_done]], None, text, self.prompt_ids, ids, spans)
+        internals = cap.internals(len(ids))
+        lp, ent = internals.token_logprob, internals.entropy
+        from .scorers.baselines import body_range
+
+        feats = None
+        for k in range(len(self.scores), n_done):
+            a, b = spans[k]
+            ba, bb = body_range(self.tok, chain, k)
+            sc: dict[str, float] = {}
+            for name, scorer in self.stats.items():
+                v = scorer.step_value(lp[ba:bb], ent[ba:bb])  # type: ignore[attr-defined]
+                sc[name] = _r(min(1.0, max(0.0, v)) if math.isfinite(v) else 1.0)
+            if self.head is not None:
+                if feats is None:
+                    feats = token_features(restrict(internals, self.head.spec), self.head.spec)
+                sc["uhead"] = _r(live_head_prob(self.head, feats, spans, k))
+            self.scores.append(sc)
+            self.tokens.append(
+                [
+                    {"t": text[max(0, s0) : e0], "p": _r(math.exp(float(lp[t])), 4)}
+                    for t, (s0, e0) in zip(range(a, b), offsets[a:b])
+                ]
+            )
+            self.t_scored.append(time.perf_counter())
+
+    def scores_list(self) -> list[dict[str, float]]:
+        return [dict(s) for s in self.scores]
+
+
+@torch.inference_mode()
+def live_head_prob(head: Any, feats: torch.Tensor, spans: list[tuple[int, int]], k: int) -> float:
+    """The head's p_error for step k from the features up to its end (later tokens never read).
+
+    In step mode a step is encoded on its own (its marker, tokens up to its end), so only its
+    span is passed; in causal mode every step start up to k is marked, as in a full pass.
+    """
+    end = spans[k][1]
+    dev = next(head.parameters()).device
+    x = feats[:end].to(dev)
+    if head.config.mode == "step":
+        logit = head.step_logits(x, [spans[k]])[0]
+    else:
+        logit = head.step_logits(x, list(spans[: k + 1]))[k]
+    return float(torch.sigmoid(logit.float()))
+
+
+# ----- helpers ----------------------------------------------------------------------------------
+def _checkpoint_signature() -> tuple:
+    sig = []
+    for root in checkpoint_dirs():
+        if root.is_dir():
+            for p in sorted(root.glob("*/config.json")):
+                try:
+                    w = p.parent / "model.safetensors"
+                    sig.append((str(p), p.stat().st_mtime, w.stat().st_mtime if w.exists() else 0))
+                except OSError:
+                    continue
+    return tuple(sig)
+
+
+def _head_sha(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        from .uhead import read_config
+
+        _, cfg = read_config(path)
+        return (cfg.get("weights") or {}).get("sha256")
+    except Exception:  # a head built in code has no checkpoint
+        return None
+
+
+def parse_steps(text: str) -> tuple[list[str], str | None]:
+    """Steps written elsewhere: ``Step k:`` lines (continuation lines join their step), else
+    paragraphs when blank lines separate them, else one step per line. An ``Answer:`` line
+    ends the steps and gives the answer."""
+    if not isinstance(text, str) or not text.strip():
+        raise InputError("Paste at least one step.")
+    if len(text) > MAX_PASTE_CHARS:
+        raise InputError(f"The steps are {len(text):,} characters long; the limit is {MAX_PASTE_CHARS:,}.")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    if any(STEP_RE.match(ln) for ln in lines):
+        regions, answer, _ = split_text(text)
+        steps = [r.text.strip() for r in regions if r.text.strip()]
+    else:
+        regions, answer, astart = split_text(text)
+        body = text[:astart]
+        if "\n\n" in body.strip():
+            steps = [p.strip() for p in body.split("\n\n") if p.strip()]
+        else:
+            steps = [ln.strip() for ln in body.split("\n") if ln.strip()]
+    if not steps:
+        raise InputError("No steps found: write one step per line, or start each with 'Step k:'.")
+    if len(steps) > MAX_PASTE_STEPS:
+        raise InputError(f"{len(steps)} steps is more than the {MAX_PASTE_STEPS} a pasted chain may have.")
+    return steps, answer
+
+
+def row_labels(row: dict[str, Any], n_steps: int) -> list[int | None] | None:
+    """Per-step labels of a row (1 = wrong), from ``labels`` or ProcessBench's ``label``; None if absent."""
+    labels = row.get("labels")
+    if isinstance(labels, list) and len(labels) == n_steps:
+        out: list[int | None] = []
+        for y in labels:
+            if y is None:
+                out.append(None)
+            elif isinstance(y, bool) or isinstance(y, (int, float)):
+                out.append(int(bool(y)))
+            else:
+                return None
+        return out
+    k = row.get("label")
+    if isinstance(k, int) and not isinstance(k, bool) and -1 <= k < n_steps:
+        return [0] * n_steps if k == -1 else [0] * k + [1] + [None] * (n_steps - k - 1)
+    return None
+
+
+def read_dataset(path: str | Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
+    """(line, row) pairs of a JSON list or JSONL upload, and a message per unreadable line.
+
+    Raises InputError with a message for a person when nothing at all can be read.
+    """
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except OSError as e:
+        raise InputError("The uploaded file could not be read.") from e
+    if size == 0:
+        raise InputError("The file is empty. Upload a JSON list or JSON Lines file of chains.")
+    if size > MAX_UPLOAD_BYTES:
+        raise InputError(
+            f"The file is {size / 1e6:.1f} MB; the limit is {MAX_UPLOAD_BYTES / 1e6:.0f} MB. Split it into parts."
+        )
+    head = p.read_bytes()[:4096]
+    if b"\x00" in head:
+        raise InputError(
+            f"{p.name} is not a text file. Upload chains as JSON (a list of objects) or JSON Lines "
+            "(one object per line)."
+        )
+    rows: list[tuple[int, dict[str, Any]]] = []
+    errors: list[str] = []
+    try:
+        for line, row, err in read_rows(p):
+            if err or row is None:
+                errors.append(f"line {line}: {err}")
+            else:
+                rows.append((line, row))
+    except RowError as e:
+        raise InputError(str(e)) from e
+    if not rows:
+        first = f" (first problem: {errors[0]})" if errors else ""
+        raise InputError(
+            "No chains could be read from the file: it is not JSON or JSON Lines with one object per chain"
+            f"{first}. Each chain needs a 'problem' and a list of 'steps'."
+        )
+    if len(rows) > MAX_DATASET_ROWS:
+        errors.append(f"only the first {MAX_DATASET_ROWS} of {len(rows)} rows are scored")
+        rows = rows[:MAX_DATASET_ROWS]
+    return rows, errors
+
+
+def api_result(analysis: dict[str, Any]) -> dict[str, Any]:
+    """The JSON the ``analyze`` endpoint returns: the chain's steps, each with its text and per-method scores."""
+    return {
+        "question": analysis.get("question"),
+        "model": analysis.get("model", {}).get("name"),
+        "head": (analysis.get("head") or {}).get("path"),
+        "primary": analysis.get("primary"),
+        "threshold": analysis.get("threshold"),
+        "answer": analysis.get("answer"),
+        "stop_reason": analysis.get("stop_reason"),
+        "verifier": (analysis.get("verifier") or {}).get("name"),
+        "steps": [
+            {"index": s["index"], "text": s["body"], "scores": dict(s["scores"])} for s in analysis.get("steps", [])
+        ],
+        "notes": analysis.get("notes", []),
+    }
