@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .evaluate import add_parser as add_evaluate_parser
 from .jsonl import ResumableWriter, RowError, read_rows
 from .llm import InputError
 from .packs import PackError
@@ -156,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--batch-size", type=int, default=8)
     sc.add_argument("--limit", type=int, default=0, help="only the first N rows")
     sc.set_defaults(func=cmd_score)
+    add_evaluate_parser(sub)
     return p
 
 
