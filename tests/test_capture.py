@@ -222,3 +222,32 @@ def test_grouped_eager_attention_matches_eager():
     for wa, wb in zip(a.attentions, b.attentions):
         assert wa.shape == wb.shape
         assert torch.allclose(wa, wb, atol=1e-6)
+
+
+def _same(a, b, tol=1e-4):
+    assert a.attn.shape == b.attn.shape
+    for x, y in ((a.attn, b.attn), (a.topk_probs, b.topk_probs), (a.token_logprob, b.token_logprob),
+                 (a.entropy, b.entropy)):
+        assert torch.allclose(x, y, atol=tol), (x - y).abs().max()
+    for li in a.hidden:
+        assert torch.allclose(a.hidden[li], b.hidden[li], atol=tol)
+
+
+@pytest.mark.parametrize("chunk", [256, 3])
+def test_trunk_reuse_equals_a_fresh_capture(tiny_llm, tokenizer, chunk):
+    """A branch that shares its first steps with a cached chain gets exactly a fresh capture's internals."""
+    from uhead_viz.capture import TrunkCache
+
+    spec = CaptureSpec(window=3, top_k=2, hidden_layers=(1,))
+    prompt = tiny_llm.prompt_ids("Natalia")
+    main = chain_from_steps(tokenizer, "Natalia", prompt, STEPS, "72")
+    branch = chain_from_steps(tokenizer, "Natalia", prompt, STEPS[:1] + ["Step 2: she sold 50 clips."], None)
+    prefix = chain_from_steps(tokenizer, "Natalia", prompt, STEPS[:1], None)
+    trunks = TrunkCache()
+    _same(teacher_force(tiny_llm, main, spec, chunk=chunk, trunks=trunks), teacher_force(tiny_llm, main, spec))
+    got = teacher_force(tiny_llm, branch, spec, chunk=chunk, trunks=trunks)
+    assert trunks.reused_tokens > 0
+    _same(got, teacher_force(tiny_llm, branch, spec))
+    n = trunks.reused_tokens
+    _same(teacher_force(tiny_llm, prefix, spec, trunks=trunks), teacher_force(tiny_llm, prefix, spec))
+    assert trunks.reused_tokens > n

@@ -9,6 +9,7 @@ Hooks are removed on exit, as in TransformerLens's ``run_with_cache``.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,47 +154,140 @@ def prob_features(logits: torch.Tensor, targets: torch.Tensor, top_k: int) -> tu
     return topk, tok, ent
 
 
+def _common(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _crop(past: Any, keep: int) -> None:
+    """Drop cache slots beyond the first ``keep`` (transformers 5 crops by a negative count)."""
+    extra = past.get_seq_length() - keep
+    if extra > 0:
+        past.crop(-extra)
+
+
+@dataclass
+class _Trunk:
+    prompt_ids: list[int]
+    ids: list[int]
+    past: Any
+    internals: Internals
+    spec: CaptureSpec
+
+
+class TrunkCache:
+    """The last few chains' KV caches and internals, so a chain that shares a token prefix
+    with one of them (a chain growing step by step while it streams, or PRM800K's
+    alternative steps branching off one trajectory) only runs its new tokens.
+
+    Prefix reuse is exact: in a causal model a token's attention, probabilities and hidden
+    states do not depend on anything after it.
+    """
+
+    def __init__(self, max_items: int = 2) -> None:
+        self.max_items = max_items
+        self.items: list[_Trunk] = []
+        self.reused_tokens = 0
+
+    def best(self, chain: Chain, spec: CaptureSpec) -> tuple[_Trunk | None, int]:
+        """The cached trunk sharing the longest chain-token prefix with ``chain`` (same prompt and spec)."""
+        from .features import covers
+
+        best, n = None, 0
+        for t in self.items:
+            if t.prompt_ids == list(chain.prompt_ids) and covers(t.spec, spec):
+                k = _common(t.ids, list(chain.ids))
+                if k > n:
+                    best, n = t, k
+        return best, n
+
+    def add(self, trunk: _Trunk) -> None:
+        self.items.append(trunk)
+        if len(self.items) > self.max_items:
+            self.items.pop(0)
+
+
 @torch.inference_mode()
-def teacher_force(llm: Any, chain: Chain, spec: CaptureSpec, chunk: int = 256) -> Internals:
+def teacher_force(
+    llm: Any, chain: Chain, spec: CaptureSpec, chunk: int = 256, trunks: TrunkCache | None = None
+) -> Internals:
     """One pass over prompt + chain that returns the chain tokens' internals.
 
     The prompt is prefilled without recording; the chain follows in chunks of ``chunk``
     tokens on top of the KV cache, with hooks recording each chunk's look-back band.
+    With ``trunks``, a chain that shares its first tokens with a recent chain reuses that
+    chain's KV cache and internals and runs only from the first differing token (one
+    token earlier, whose logits give the next token's probabilities).
     """
+    from .features import restrict
+
     model = llm.model
     device = next(model.parameters()).device
-    ids = torch.tensor([chain.ids], device=device)
-    if ids.shape[1] == 0:
+    all_ids = list(chain.ids)
+    if not all_ids:
         raise ValueError("The chain has no tokens to score.")
+    trunk, shared = trunks.best(chain, spec) if trunks is not None else (None, 0)
+    if trunk is not None and shared == len(all_ids):  # the chain is (a prefix of) a cached one
+        trunks.reused_tokens += shared
+        x = restrict(trunk.internals, spec)
+        return Internals(
+            attn=x.attn[:shared], topk_probs=x.topk_probs[:shared], token_logprob=x.token_logprob[:shared],
+            entropy=x.entropy[:shared], hidden={li: h[:shared] for li, h in x.hidden.items()},
+        )
     rec = Recorder(model, spec)
     topks, toks, ents = [], [], []
     with rec:
         rec.enabled = False
-        if hasattr(llm, "prefill"):  # reuses the shared template prefix's KV cache
+        if trunk is not None and shared >= 2:
+            start = shared - 1  # re-run the last shared token: its logits predict the first new one
+            past = copy.deepcopy(trunk.past)
+            _crop(past, len(chain.prompt_ids) + start)
+            trunks.reused_tokens += start
+            last_logits = None
+        elif hasattr(llm, "prefill"):  # reuses the shared template prefix's KV cache
+            start = 0
             pad = llm.tokenizer.pad_token_id if llm.tokenizer.pad_token_id is not None else 0
             past, last_logits, _ = llm.prefill([list(chain.prompt_ids)], pad)
         else:
+            start = 0
             prompt = torch.tensor([chain.prompt_ids], device=device)
             res = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
             past, last_logits = res.past_key_values, res.logits[:, -1, :]
         rec.enabled = True
+        ids = torch.tensor([all_ids[start:]], device=device)
         for s in range(0, ids.shape[1], chunk):
             part = ids[:, s : s + chunk]
             res = model(input_ids=part, past_key_values=past, use_cache=True)
             past = res.past_key_values
-            # logits that produced this chunk's tokens: previous position's, shifted by one
-            logits = torch.cat([last_logits[:, None, :], res.logits[:, :-1, :]], dim=1)
+            if last_logits is None:  # resumed: the first position repeats the trunk's last shared token
+                logits = res.logits[:, :-1, :]
+                targets = part[0, 1:]
+            else:
+                # logits that produced this chunk's tokens: previous position's, shifted by one
+                logits = torch.cat([last_logits[:, None, :], res.logits[:, :-1, :]], dim=1)
+                targets = part[0]
             last_logits = res.logits[:, -1, :]
-            tk, tl, en = prob_features(logits[0], part[0], spec.top_k)
+            tk, tl, en = prob_features(logits[0], targets, spec.top_k)
             topks.append(tk)
             toks.append(tl)
             ents.append(en)
     attn = rec.stacked_attn()[0]
     hidden = {li: torch.cat([h[0] for h in rec.hidden[li]], dim=0) for li in rec.hidden} if rec.hidden else {}
-    return Internals(
-        attn=attn,
-        topk_probs=torch.cat(topks),
-        token_logprob=torch.cat(toks),
-        entropy=torch.cat(ents),
-        hidden=hidden,
+    new = Internals(
+        attn=attn, topk_probs=torch.cat(topks), token_logprob=torch.cat(toks), entropy=torch.cat(ents), hidden=hidden
     )
+    if start:
+        old = restrict(trunk.internals, spec)
+        new = Internals(
+            attn=torch.cat([old.attn[:start], new.attn]),
+            topk_probs=torch.cat([old.topk_probs[: start + 1], new.topk_probs]),
+            token_logprob=torch.cat([old.token_logprob[: start + 1], new.token_logprob]),
+            entropy=torch.cat([old.entropy[: start + 1], new.entropy]),
+            hidden={li: torch.cat([old.hidden[li][:start], h]) for li, h in new.hidden.items()},
+        )
+    if trunks is not None:
+        trunks.add(_Trunk(list(chain.prompt_ids), all_ids, past, new, spec))
+    return new

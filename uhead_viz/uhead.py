@@ -114,6 +114,10 @@ class UHead(nn.Module):
         self.threshold = float(threshold)
         self.training_summary: dict[str, Any] = {}  # (nn.Module already owns `.training`)
         self.metrics: dict[str, Any] = {}
+        # per-feature standardization, set from the training set (``set_normalization``):
+        # attention weights, probabilities and log-probs live on very different scales
+        self.register_buffer("feat_mean", torch.zeros(c.n_features))
+        self.register_buffer("feat_std", torch.ones(c.n_features))
         self.proj = nn.Sequential(
             nn.Linear(c.n_features, c.d_model), nn.LayerNorm(c.d_model), nn.GELU(), nn.Linear(c.d_model, c.d_model)
         )
@@ -137,6 +141,12 @@ class UHead(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Standardize inputs with training-set statistics (tiny stds are floored, so a
+        constant feature stays finite)."""
+        self.feat_mean.copy_(mean.float())
+        self.feat_std.copy_(std.float().clamp(min=1e-3))
+
     def _encode(self, x: torch.Tensor, marker: torch.Tensor, valid: torch.Tensor, causal: bool) -> torch.Tensor:
         h = x + self.marker(marker.long())
         mask = None
@@ -150,7 +160,7 @@ class UHead(nn.Module):
 
         Padded step rows (all False) get logit 0; mask them out of any loss.
         """
-        x = self.proj(feats)
+        x = self.proj((feats - self.feat_mean) / self.feat_std)
         b, s, t = steps.shape
         present = steps.any(-1)
         pos = torch.arange(t, device=feats.device)

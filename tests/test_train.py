@@ -1,0 +1,182 @@
+"""The training recipe on a tiny model: feature store, reference labels, train/resume, commands."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from uhead_viz.capture import CaptureSpec
+from uhead_viz.featstore import INDEX, FeatureStore
+from uhead_viz.labels import get_labeler
+from uhead_viz.llm import InputError
+from uhead_viz.steps import Chain
+from uhead_viz.train import TrainConfig, extract_features, is_val, load_examples, predict, train_head
+from uhead_viz.uhead import base_info, load_head
+
+SPEC = CaptureSpec(window=3, top_k=2)
+GOLD = "Half of 48 is 48/2 = <<48/2=24>>24.\nIn all 48+24 = <<48+24=72>>72.\n#### 72"
+
+
+def chain(steps: list[str], answer: str | None, problem: str = "Natalia sold 48 clips, then half as many.") -> Chain:
+    return Chain(problem=problem, steps=steps, answer=answer, text="", prompt_ids=[], ids=[], spans=[], meta={})
+
+
+# ----- reference labeler ---------------------------------------------------------------------
+def test_reference_labels_a_correct_chain_fine():
+    lab = get_labeler("reference").label(chain(["Step 1: 48 / 2 = 24.", "Step 2: 48 + 24 = 72."], "72"), GOLD)
+    assert lab.labels == [0, 0]
+    assert all(c > 0 for c in lab.confidence)
+
+
+def test_reference_finds_the_first_step_off_the_gold_path():
+    c = chain(["Step 1: 48 / 2 = 24.", "Step 2: 48 * 2 = 96.", "Step 3: 96 + 24 = 120."], "120")
+    lab = get_labeler("reference").label(c, GOLD)
+    assert lab.labels == [0, 1, None]
+    assert "96" in lab.notes[1]
+
+
+def test_reference_prefers_broken_arithmetic_and_handles_no_reference():
+    c = chain(["Step 1: 48 / 2 = 25.", "Step 2: 48 + 25 = 73."], "73")
+    assert get_labeler("reference").label(c, GOLD).labels == [1, None, ]
+    assert get_labeler("reference").label(c, None).labels == [1, None]
+    fine = chain(["Step 1: 48 / 2 = 24."], "24")
+    assert get_labeler("reference").label(fine, None).labels == [None]
+
+
+def test_reference_blames_the_last_step_when_every_result_is_on_the_path():
+    c = chain(["Step 1: 48 / 2 = 24.", "Step 2: So the answer is 24."], "24")
+    lab = get_labeler("reference").label(c, GOLD)
+    assert lab.labels == [0, 1]
+    assert lab.confidence[1] == 0.5
+
+
+def test_reference_accepts_percent_and_minute_conversions():
+    gold = "It takes 1.5 hours.\n#### 90"
+    c = chain(["Step 1: 1.5 hours is 1.5 * 60 = 90 minutes."], "90", problem="How many minutes is 1.5 hours?")
+    assert get_labeler("reference").label(c, gold).labels == [0]
+
+
+# ----- feature store -----------------------------------------------------------------------
+def test_feature_store_round_trip_resume_and_orphans(tmp_path):
+    base = {"name": "m", "fingerprint": "f"}
+    with FeatureStore(tmp_path, SPEC, base, shard_size=2) as st:
+        for i in range(3):
+            st.add(f"k{i}", f"r{i}", torch.full((4, 5), float(i)), [[0, 2], [2, 4]])
+        st.add("k0", "dup", torch.zeros(1, 5), [[0, 1]])  # same chain again: kept once
+    (tmp_path / "shard-00007.safetensors").write_bytes(b"orphan")  # a shard whose index lines never landed
+    st = FeatureStore(tmp_path, SPEC, base)
+    assert len(st) == 3 and "k2" in st
+    got = st.load()
+    assert torch.equal(got["k1"][0], torch.full((4, 5), 1.0, dtype=torch.float16))
+    assert got["k1"][1] == [[0, 2], [2, 4]]
+    st.add("k3", "r3", torch.ones(2, 5), [[0, 2]])
+    st.close()
+    assert (tmp_path / "shard-00008.safetensors").exists()  # never overwrites anything on disk
+    with open(tmp_path / INDEX, "a", encoding="utf-8") as f:
+        f.write('{"key": "torn')  # a killed writer's half line
+    assert len(FeatureStore(tmp_path, SPEC, base)) == 4
+
+
+def test_feature_store_refuses_another_recipe(tmp_path):
+    FeatureStore(tmp_path, SPEC, {"name": "m", "fingerprint": "f"}).close()
+    with pytest.raises(InputError, match="another model or feature recipe"):
+        FeatureStore(tmp_path, CaptureSpec(window=4, top_k=2), {"name": "m", "fingerprint": "f"})
+
+
+def _flat(xs: list[list[float]]) -> list[float]:
+    return [v for x in xs for v in x]
+
+
+# ----- training ----------------------------------------------------------------------------
+def _rows(llm, n: int = 24) -> list[dict]:
+    """Chains whose wrong steps say "wrong" and fine steps "right", so a head can learn them."""
+    rows = []
+    for i in range(n):
+        bad = i % 3
+        steps = [f"Step {k + 1}: {'7 wrong' if bad and k == bad else 'is right'} {i}" for k in range(3)]
+        labels = [0, 0, 0] if not bad else [0] * bad + [1] + [None] * (2 - bad)
+        rows.append(
+            {"id": f"q{i}", "problem": f"question number {i}", "steps": steps, "labels": labels,
+             "label_confidence": [1.0 if x is not None else 0.0 for x in labels]}
+        )
+    return rows
+
+
+@pytest.fixture
+def prepared(tmp_path, llama_llm):
+    rows = _rows(llama_llm)
+    store = FeatureStore(tmp_path / "store", SPEC, base_info(llama_llm))
+    assert extract_features(rows, llama_llm, store, SPEC) == len(rows)
+    assert extract_features(rows, llama_llm, store, SPEC) == 0  # resumable: nothing twice
+    return rows, store
+
+
+def test_split_is_by_question_and_stable():
+    assert is_val("a question", 0.5) == is_val("a question ", 0.5)
+    share = sum(is_val(f"q {i}", 0.2) for i in range(2000)) / 2000
+    assert 0.15 < share < 0.25
+
+
+def test_train_writes_a_loadable_checkpoint_with_metrics(tmp_path, llama_llm, prepared):
+    rows, store = prepared
+    exs = load_examples(rows, store)
+    assert len(exs) == len(rows)
+    cfg = TrainConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, max_epochs=6, val_fraction=0.3, lr=3e-3)
+    head = train_head(exs, base_info(llama_llm), SPEC, cfg, tmp_path / "ckpt", {"files": ["x"]})
+    cfgj = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert cfgj["training"]["data"] == {"files": ["x"]}
+    assert 0.0 <= cfgj["threshold"] <= 1.0
+    v = cfgj["metrics"]["validation"]
+    assert not math.isnan(v["pr_auc"]) and 0 <= v["roc_auc"] <= 1
+    again = load_head(tmp_path / "ckpt", llama_llm)
+    assert _flat(predict(again, exs[:3])) == pytest.approx(_flat(predict(head, exs[:3])), abs=1e-6)
+
+
+def test_training_resumes_where_it_stopped(tmp_path, llama_llm, prepared):
+    rows, store = prepared
+    exs = load_examples(rows, store)
+    kw = dict(d_model=32, n_layers=1, n_heads=2, d_ff=64, val_fraction=0.3, lr=3e-3, patience=100)
+    full = train_head(exs, base_info(llama_llm), SPEC, TrainConfig(max_epochs=4, **kw), tmp_path / "a")
+    train_head(exs, base_info(llama_llm), SPEC, TrainConfig(max_epochs=2, **kw), tmp_path / "b")
+    state = json.loads((tmp_path / "b" / ".train_state" / "state.json").read_text())
+    assert state["epoch"] == 2
+    # the same settings with more epochs is another config, so resume with the first config's
+    # state by continuing in the same folder under the full run's settings
+    (tmp_path / "b" / ".train_state" / "state.json").write_text(
+        json.dumps({**state, "fingerprint": json.loads((tmp_path / "a" / ".train_state" / "state.json").read_text())[
+            "fingerprint"]})
+    )
+    resumed = train_head(exs, base_info(llama_llm), SPEC, TrainConfig(max_epochs=4, **kw), tmp_path / "b")
+    assert _flat(predict(resumed, exs[:4])) == pytest.approx(_flat(predict(full, exs[:4])), abs=1e-5)
+
+
+def test_train_refuses_too_little_data(tmp_path, llama_llm, prepared):
+    rows, store = prepared
+    exs = [e for e in load_examples(rows, store) if 1 not in e.labels]
+    with pytest.raises(InputError, match="Not enough labelled data"):
+        train_head(exs, base_info(llama_llm), SPEC, TrainConfig(), tmp_path / "x")
+
+
+def test_label_command_is_resumable(tmp_path):
+    from uhead_viz.cli import main
+
+    src = tmp_path / "chains.jsonl"
+    refs = tmp_path / "gsm.jsonl"
+    problem = "Natalia sold 48 clips, then half as many."
+    refs.write_text(json.dumps({"question": problem, "answer": GOLD}) + "\n")
+    rows = [
+        {"id": "a", "question": problem, "steps": ["Step 1: 48 / 2 = 24.", "Step 2: 48 + 24 = 72."], "answer": "72"},
+        {"id": "b", "question": problem, "steps": ["Step 1: 48 * 2 = 96."], "answer": "96"},
+        {"id": "c", "question": problem},
+    ]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows) + "not json\n")
+    out = tmp_path / "labels"
+    assert main(["label", "--input", str(src), "--output-dir", str(out), "--references", str(refs)]) == 0
+    got = [json.loads(x) for x in (out / "chains.jsonl").read_text().splitlines()]
+    assert [g["labels"] for g in got] == [[0, 0], [1]]
+    assert got[1]["label_source"] == "reference"
+    assert main(["label", "--input", str(src), "--output-dir", str(out), "--references", str(refs)]) == 0
+    assert len((out / "chains.jsonl").read_text().splitlines()) == 2

@@ -1,0 +1,201 @@
+"""The training recipe's commands: ``label``, ``features`` and ``train``.
+
+``make train`` chains them (after ``generate``); each one skips the work already done, so
+the recipe resumes wherever it was stopped:
+
+    python -m uhead_viz label    --input 'chains/*.jsonl' --output-dir labels/ --references gsm8k/train.jsonl
+    python -m uhead_viz features --input 'labels/*.jsonl' --store ~/.cache/uhead_viz/features/NAME
+    python -m uhead_viz train    --data 'labels/*.jsonl' --store ... --out checkpoints/NAME
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from .jsonl import ResumableWriter, read_rows
+from .llm import InputError
+
+logger = logging.getLogger("uhead_viz")
+
+
+def _files(patterns: list[str]) -> list[Path]:
+    out: list[Path] = []
+    for pat in patterns:
+        hits = sorted(glob.glob(pat)) if any(c in pat for c in "*?[") else [pat]
+        for h in hits:
+            if not Path(h).is_file():
+                raise InputError(f"No input file {h}.")
+            out.append(Path(h))
+    if not out:
+        raise InputError(f"No input files match {' '.join(patterns)}.")
+    return out
+
+
+def _rows(paths: list[Path]) -> list[dict[str, Any]]:
+    rows = []
+    for p in paths:
+        for lineno, row, err in read_rows(p):
+            if err or row is None:
+                logger.warning("Skipping %s line %d: %s", p, lineno, err)
+            else:
+                rows.append(row)
+    return rows
+
+
+def _question(row: dict[str, Any]) -> str:
+    return str(row.get("question") or row.get("problem") or "").strip()
+
+
+def load_references(path: str | None) -> dict[str, str]:
+    """Question text -> reference solution, from GSM8K (``answer``) or MATH (``solution`` + ``answer``) rows.
+
+    A MATH reference gets its answer appended as ``#### answer``, so the answer checks
+    find it the same way as in GSM8K solutions.
+    """
+    refs: dict[str, str] = {}
+    if not path:
+        return refs
+    for _, row, err in read_rows(path):
+        if err or row is None:
+            continue
+        q = _question(row)
+        if "solution" in row:
+            refs[q] = f"{row['solution']}\n#### {row.get('answer', '')}"
+        elif "answer" in row:
+            refs[q] = str(row["answer"])
+    return refs
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    """Label every step of every chain; one output file per input file, resumable by row id."""
+    from .labels import get_labeler
+    from .steps import Chain
+
+    kw: dict[str, Any] = {}
+    labeler = get_labeler(args.labeler, **kw)
+    refs = load_references(args.references)
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in _files(args.input):
+        n_new = n_wrong = n_fine = 0
+        with ResumableWriter(out_dir / path.name) as w:
+            for row in _rows([path]):
+                if str(row.get("id")) in w.done:
+                    continue
+                steps = row.get("steps")
+                if not isinstance(steps, list) or not steps:
+                    logger.warning("Skipping row %s of %s: no steps", row.get("id"), path)
+                    continue
+                reference = row.get("reference") or refs.get(_question(row))
+                if reference is None:
+                    logger.warning("Row %s has no reference solution; only its arithmetic is checked", row.get("id"))
+                chain = Chain(
+                    problem=_question(row), steps=list(steps), answer=row.get("answer"), text=row.get("text", ""),
+                    prompt_ids=[], ids=[], spans=[], meta={},
+                )
+                lab = labeler.label(chain, reference)
+                w.write(
+                    {
+                        **row,
+                        "labels": lab.labels,
+                        "label_confidence": lab.confidence,
+                        "label_source": lab.source,
+                        "label_notes": lab.notes,
+                    }
+                )
+                n_new += 1
+                n_wrong += sum(x == 1 for x in lab.labels)
+                n_fine += sum(x == 0 for x in lab.labels)
+        logger.info("%s: %d chains labelled now (%d wrong, %d fine steps)", path.name, n_new, n_wrong, n_fine)
+    return 0
+
+
+def _store(args: argparse.Namespace, llm: Any):
+    from .capture import CaptureSpec
+    from .featstore import FeatureStore
+    from .uhead import base_info
+
+    spec = CaptureSpec(window=args.window, top_k=args.top_k)
+    root = args.store or str(Path.home() / ".cache" / "uhead_viz" / "features" / f"{llm.name}-{llm.fingerprint[:12]}")
+    return FeatureStore(root, spec, base_info(llm)), spec
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from .llm import load_llm
+    from .train import extract_features
+
+    rows = _rows(_files(args.input))
+    if args.limit:
+        rows = rows[: args.limit]
+    llm = load_llm(args.model)
+    store, spec = _store(args, llm)
+    with store:
+        added = extract_features(rows, llm, store, spec)
+    logger.info("Feature store %s: %d chains (%d added now)", store.root, len(store), added)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .llm import load_llm
+    from .train import TrainConfig, load_examples, train_head
+    from .uhead import base_info
+
+    paths = _files(args.data)
+    rows = _rows(paths)
+    llm = load_llm(args.model)
+    store, spec = _store(args, llm)
+    examples = load_examples(rows, store)
+    cfg = TrainConfig(
+        d_model=args.d_model, n_layers=args.n_layers, mode=args.mode, lr=args.lr, max_epochs=args.epochs,
+        patience=args.patience, seed=args.seed, batch_size=args.batch_size,
+    )
+    sources = sorted({str(r.get("label_source")) for r in rows if r.get("label_source")})
+    summary = {
+        "files": [str(p) for p in paths],
+        "n_chains": len(examples),
+        "label_sources": sources,
+        "model": llm.name,
+        "questions": "GSM8K train (the default recipe); evaluation questions never enter training",
+    }
+    head = train_head(examples, base_info(llm), spec, cfg, args.out, summary)
+    print(json.dumps({"out": args.out, "n_parameters": head.num_parameters(), **head.metrics}, indent=2))
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    lb = sub.add_parser("label", help="label each step of chains (0 fine, 1 wrong) for training or evaluation")
+    lb.add_argument("--input", nargs="+", required=True, help="chain JSONL files (globs allowed)")
+    lb.add_argument("--output-dir", required=True, help="folder for labelled files (same names as the inputs)")
+    lb.add_argument("--labeler", default="reference", help="reference (default), checks, llm-judge, api-judge")
+    lb.add_argument("--references", default=None, help="GSM8K/MATH JSONL whose solutions are matched by question")
+    lb.set_defaults(func=cmd_label)
+
+    for name, fn, help_ in (
+        ("features", cmd_features, "capture and cache token features of chains (resumable)"),
+        ("train", cmd_train, "train an uncertainty head on labelled chains (resumable)"),
+    ):
+        p = sub.add_parser(name, help=help_)
+        if name == "features":
+            p.add_argument("--input", nargs="+", required=True, help="chain JSONL files (globs allowed)")
+            p.add_argument("--limit", type=int, default=0)
+        else:
+            p.add_argument("--data", nargs="+", required=True, help="labelled JSONL files (globs allowed)")
+            p.add_argument("--out", required=True, help="checkpoint folder to write")
+            p.add_argument("--d-model", type=int, default=256)
+            p.add_argument("--n-layers", type=int, default=2)
+            p.add_argument("--mode", choices=("causal", "step"), default="causal")
+            p.add_argument("--lr", type=float, default=3e-4)
+            p.add_argument("--epochs", type=int, default=40)
+            p.add_argument("--patience", type=int, default=8)
+            p.add_argument("--batch-size", type=int, default=16)
+            p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--store", default=None, help="feature store folder (default: under ~/.cache/uhead_viz)")
+        p.add_argument("--model", default=None, help="packaged name, local folder or hub id")
+        p.add_argument("--window", type=int, default=5, help="look-back attention window")
+        p.add_argument("--top-k", type=int, default=4, help="top-k probabilities kept")
+        p.set_defaults(func=fn)

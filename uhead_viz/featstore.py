@@ -1,0 +1,119 @@
+"""Token features of many chains on disk, in shards, so training never re-runs the LLM.
+
+The teacher-forced capture costs seconds per chain on a CPU while a head's training epoch
+over the cached features costs milliseconds per chain, so features are computed once and
+kept. Layout of a store folder:
+
+    meta.json               the feature recipe and the base model it was captured from
+    index.jsonl             one line per stored chain: key, row id, shard, tokens, spans
+    shard-00000.safetensors float16 [T, F] per chain, named by the chain's key
+
+A shard is written whole (tmp file, then rename) before its chains' index lines are
+appended, so a killed job leaves at worst an orphan shard that nothing points to: a rerun
+recomputes those chains and writes a new shard; nothing is lost or duplicated. The key is
+``chain_key`` (a hash of the exact prompt and chain token ids), so the same chain text
+under another id is stored once and a changed chain is never served stale features.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .capture import CaptureSpec
+from .jsonl import ResumableWriter, read_rows
+from .llm import InputError
+
+logger = logging.getLogger(__name__)
+
+META = "meta.json"
+INDEX = "index.jsonl"
+_SHARD_RE = re.compile(r"shard-(\d+)\.safetensors$")
+
+
+class FeatureStore:
+    """Append-only feature cache; ``add`` buffers, ``flush`` writes a shard (also on close)."""
+
+    def __init__(self, root: str | Path, spec: CaptureSpec, base: dict[str, Any], shard_size: int = 64) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.spec = spec
+        self.shard_size = shard_size
+        meta = {"features": spec.to_dict(), "base_model": {k: base.get(k) for k in ("name", "fingerprint")}}
+        path = self.root / META
+        if path.exists():
+            have = json.loads(path.read_text(encoding="utf-8"))
+            if have != meta:
+                raise InputError(
+                    f"The feature store {self.root} holds features of {have}, not {meta}. "
+                    "Use another --store folder for another model or feature recipe."
+                )
+        else:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+            os.replace(tmp, path)
+        self.index: dict[str, dict[str, Any]] = {}
+        for _, row, err in read_rows(self.root / INDEX) if (self.root / INDEX).exists() else []:
+            if row is not None and not err and (self.root / row["shard"]).exists():
+                self.index[row["key"]] = row
+        numbers = [int(m.group(1)) for p in self.root.iterdir() if (m := _SHARD_RE.search(p.name))]
+        self._next = max(numbers, default=-1) + 1
+        self._buf: list[tuple[str, str, torch.Tensor, list[list[int]]]] = []
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.index or any(k == key for k, *_ in self._buf)
+
+    def __len__(self) -> int:
+        return len(self.index) + len(self._buf)
+
+    def add(self, key: str, row_id: str, feats: torch.Tensor, spans: list[list[int]] | list[tuple[int, int]]) -> None:
+        if key in self:
+            return
+        self._buf.append((key, row_id, feats.detach().to(torch.float16).cpu().contiguous(), [list(s) for s in spans]))
+        if len(self._buf) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buf:
+            return
+        name = f"shard-{self._next:05d}.safetensors"
+        tmp = self.root / (name + ".tmp")
+        save_file({k: f for k, _, f, _ in self._buf}, str(tmp))
+        os.replace(tmp, self.root / name)
+        self._next += 1
+        with ResumableWriter(self.root / INDEX, id_key="key") as w:
+            for k, rid, f, spans in self._buf:
+                row = {"key": k, "id": rid, "shard": name, "n_tokens": int(f.shape[0]), "spans": spans}
+                w.write(row)
+                self.index[k] = row
+        self._buf.clear()
+
+    def close(self) -> None:
+        self.flush()
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def load(self, keys: list[str] | None = None) -> dict[str, tuple[torch.Tensor, list[list[int]]]]:
+        """Features and spans of ``keys`` (default: all), read shard by shard."""
+        want = list(self.index) if keys is None else [k for k in keys if k in self.index]
+        by_shard: dict[str, list[str]] = {}
+        for k in want:
+            by_shard.setdefault(self.index[k]["shard"], []).append(k)
+        out: dict[str, tuple[torch.Tensor, list[list[int]]]] = {}
+        for shard, ks in by_shard.items():
+            with safe_open(str(self.root / shard), framework="pt") as f:
+                for k in ks:
+                    out[k] = (f.get_tensor(k), self.index[k]["spans"])
+        return out

@@ -1,0 +1,136 @@
+"""Step labels from the reference solution's numbers: where did a wrong chain leave the gold path?
+
+The ``checks`` labeler knows which chains end wrong but rarely which step went wrong
+(only when the arithmetic itself is broken). A reference solution says more: GSM8K
+solutions annotate every intermediate result (``<<48/2=24>>24``), and a MATH solution
+writes its intermediate numbers in the text. A step of a wrong-answer chain whose stated
+result is none of the numbers the reference or the problem ever mentions has most likely
+left the gold path there (a misread quantity, a wrong operation, a wrong unit), so:
+
+- answer correct: as ``checks`` (every step 0 with the correct-answer confidence, a step with
+  broken arithmetic 1); an off-reference result here is a valid detour, not an error;
+- answer wrong: the first step that either has broken arithmetic or states an off-reference
+  result is 1; the steps before it are 0 (they stayed on the gold path, ``CONF_ON_PATH``);
+  later steps are unlabelled (ProcessBench convention);
+- answer wrong but every step stays on the path (often: the chain answered another
+  quantity, or stopped early): the last step is 1 with the coin-flip ``CONF_LAST_STEP_GUESS``
+  and earlier steps 0 with ``CONF_ON_PATH``;
+- no reference: nothing to compare with, so the ``checks`` labels as they are.
+
+A step's stated results are the written results of its equations (``... = 24``), else its
+numbers that are new to the chain (not in the problem or an earlier step). Numbers match
+within ``REL_TOL``, and also as percentages (x100 / /100) and as 60ths (minutes/hours),
+the two conversions GSM8K solutions often leave implicit. The labeler is cheap (no model)
+and its figures against human labels are in the README; it is the default for training
+on self-generated chains because the local judge is ~100x slower and, on human-labelled
+data, not more accurate (see ``benchmarks/label_stats.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from ..steps import Chain, step_body
+from .base import Labeler, StepLabels, register
+from .checks import (
+    CONF_ARITH_ERROR,
+    CONF_CORRECT_ANSWER,
+    CONF_LAST_STEP_GUESS,
+    NUM_RE,
+    REL_TOL,
+    answer_correct,
+    arithmetic_errors,
+    find_equations,
+    reference_answer,
+    safe_eval,
+)
+
+CONF_OFF_PATH = 0.7  # the first off-reference result of a wrong chain: usually the culprit
+CONF_ON_PATH = 0.6  # a step of a wrong chain whose results the reference also reaches
+_ANNOT = re.compile(r"<<([^<>]*)>>")
+
+
+def numbers(text: str) -> set[float]:
+    """Every number written in ``text`` (thousands commas removed), as floats."""
+    out: set[float] = set()
+    for m in NUM_RE.findall(text.replace("−", "-")):
+        v = safe_eval(m.lstrip("-"), percent=False)
+        if v is not None:
+            out.add(abs(v))
+    return out
+
+
+def reference_numbers(problem: str, reference: str) -> set[float]:
+    """Numbers a correct solution may state: the problem's, the reference's, and its results."""
+    vals = numbers(problem) | numbers(reference)
+    for a in _ANNOT.findall(reference):  # GSM8K calculator notes: "48/2=24"
+        for side in a.split("="):
+            v = safe_eval(side, percent=False)
+            if v is not None:
+                vals.add(abs(v))
+    gold = reference_answer(reference)
+    if gold is not None:
+        vals |= numbers(gold)
+    return vals
+
+
+def _known(v: float, vals: set[float]) -> bool:
+    for c in (v, v * 100, v / 100, v * 60, v / 60):
+        if any(math.isclose(c, w, rel_tol=REL_TOL, abs_tol=1e-6) for w in vals):
+            return True
+    return False
+
+
+def stated_results(body: str, seen: set[float]) -> list[float]:
+    """What a step claims: its equations' written results, else its numbers new to the chain."""
+    eqs = find_equations(body)
+    if eqs:
+        return [abs(e.written) for e in eqs]
+    return [v for v in numbers(body) if not _known(v, seen)]
+
+
+@register
+class ReferenceLabeler(Labeler):
+    """Arithmetic checks plus "first step off the reference's numbers" (rules in the module docstring)."""
+
+    name = "reference"
+
+    def label(self, chain: Chain, reference: str | None) -> StepLabels:
+        n = len(chain.steps)
+        bodies = [step_body(s) for s in chain.steps]
+        arith = [arithmetic_errors(b) for b in bodies]
+        labels: list[int | None] = [None] * n
+        conf = [0.0] * n
+        notes = ["; ".join(f"wrong arithmetic: {e}" for e in errs) for errs in arith]
+        correct = answer_correct(chain.answer, reference)
+        if correct is None or not n:  # no reference: only the arithmetic says anything
+            first = next((i for i, e in enumerate(arith) if e), None)
+            if first is not None:
+                labels[first], conf[first] = 1, CONF_ARITH_ERROR
+            return StepLabels(labels=labels, confidence=conf, source=self.name, notes=notes)
+        if correct:
+            for i in range(n):
+                labels[i], conf[i] = (1, CONF_ARITH_ERROR) if arith[i] else (0, CONF_CORRECT_ANSWER)
+            return StepLabels(labels=labels, confidence=conf, source=self.name, notes=notes)
+        vals = reference_numbers(chain.problem, str(reference))
+        seen = numbers(chain.problem)
+        first, why = None, ""
+        for i, b in enumerate(bodies):
+            if arith[i]:
+                first, why = i, "arith"
+                break
+            off = [v for v in stated_results(b, seen) if not _known(v, vals)]
+            if off:
+                first, why = i, "off"
+                notes[i] = f"states {', '.join(f'{v:g}' for v in off)}, which the reference never reaches"
+                break
+            seen |= numbers(b)
+        if first is None:
+            first, why = n - 1, "last"
+            notes[first] = "the chain ends with a wrong answer; every step matched the reference's numbers"
+        for i in range(first):
+            labels[i], conf[i] = 0, CONF_ON_PATH
+        labels[first] = 1
+        conf[first] = {"arith": CONF_ARITH_ERROR, "off": CONF_OFF_PATH, "last": CONF_LAST_STEP_GUESS}[why]
+        return StepLabels(labels=labels, confidence=conf, source=self.name, notes=notes)

@@ -1,0 +1,278 @@
+"""Train an uncertainty head on labelled chains: cached features in, a checkpoint out.
+
+Two stages, both resumable:
+
+1. ``extract_features``: teacher-force every chain through the frozen LLM once and keep
+   its token features in a ``FeatureStore`` (seconds per chain on a CPU; done once).
+2. ``train_head``: split chains by question into train and validation, standardize the
+   features, and fit the head with BCE (``pos_weight`` for the rare wrong steps, each
+   step weighted by its label's confidence), AdamW, fixed seeds, and early stopping on
+   validation PR-AUC. The decision threshold for "first wrong step" is the one that
+   maximizes ProcessBench F1 on validation. The state is saved after every epoch, so a
+   killed run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from . import metrics
+from .capture import CaptureSpec, teacher_force
+from .featstore import FeatureStore
+from .features import token_features
+from .jsonl import RowError
+from .llm import InputError
+from .scorers.base import chain_key
+from .uhead import UHead, UHeadConfig, collate, save_head
+
+logger = logging.getLogger(__name__)
+STATE = ".train_state"
+
+
+def extract_features(rows: Iterable[dict[str, Any]], llm: Any, store: FeatureStore, spec: CaptureSpec) -> int:
+    """Capture and store the features of every row not yet in ``store``; returns how many were added."""
+    from .scoring import row_to_chain
+
+    rows = list(rows)
+    added = 0
+    bar = tqdm(rows, desc="features", unit="chain")
+    for row in bar:
+        try:
+            chain = row_to_chain(row, llm)
+        except RowError as e:
+            logger.warning("Skipping row %s: %s", row.get("id"), e)
+            continue
+        key = chain_key(chain)
+        if key in store:
+            continue
+        internals = teacher_force(llm, chain, spec)
+        store.add(key, str(row.get("id")), token_features(internals, spec), chain.spans)
+        added += 1
+    store.flush()
+    return added
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides the result; stored in the checkpoint's ``training`` section."""
+
+    d_model: int = 256
+    n_layers: int = 2
+    n_heads: int = 4
+    d_ff: int = 512
+    dropout: float = 0.1
+    mode: str = "causal"
+    pool: str = "mean"
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    batch_size: int = 16
+    max_epochs: int = 40
+    patience: int = 8
+    val_fraction: float = 0.2
+    seed: int = 0
+    use_confidence: bool = True
+
+
+@dataclass
+class Example:
+    rid: str
+    problem: str
+    feats: torch.Tensor
+    spans: list[list[int]]
+    labels: list[int | None]
+    weights: list[float] = field(default_factory=list)
+
+
+def is_val(problem: str, fraction: float) -> bool:
+    """Stable split by question text, so no question is in both train and validation."""
+    h = int(hashlib.sha1(problem.strip().encode("utf-8")).hexdigest()[:8], 16)
+    return h / 0xFFFFFFFF < fraction
+
+
+def load_examples(rows: Iterable[dict[str, Any]], store: FeatureStore) -> list[Example]:
+    """Join labelled rows with their stored features by row id; rows without either are skipped."""
+    by_id = {r["id"]: r["key"] for r in store.index.values()}
+    rows = list(rows)
+    keys = [by_id.get(str(r.get("id"))) for r in rows]
+    feats = store.load([k for k in keys if k])
+    out, skipped = [], 0
+    for row, key in zip(rows, keys):
+        labels = row.get("labels")
+        if key is None or key not in feats or not isinstance(labels, list):
+            skipped += 1
+            continue
+        f, spans = feats[key]
+        if len(spans) != len(labels) or all(lab is None for lab in labels):
+            skipped += 1
+            continue
+        conf = row.get("label_confidence") or [1.0] * len(labels)
+        out.append(Example(str(row["id"]), str(row.get("problem") or row.get("question")), f, spans, labels, conf))
+    if skipped:
+        logger.info("%d labelled rows had no stored features or no usable labels; skipped", skipped)
+    return out
+
+
+def _batch(exs: list[Example], use_conf: bool) -> tuple[torch.Tensor, ...]:
+    feats, valid, steps = collate([(e.feats.float(), e.spans) for e in exs])
+    s = steps.shape[1]
+    y = torch.zeros(len(exs), s)
+    w = torch.zeros(len(exs), s)
+    for i, e in enumerate(exs):
+        for k, lab in enumerate(e.labels):
+            if lab is not None:
+                y[i, k] = float(lab)
+                w[i, k] = float(e.weights[k]) if use_conf else 1.0
+    return feats, valid, steps, y, w
+
+
+@torch.no_grad()
+def predict(head: UHead, exs: list[Example], batch_size: int = 32) -> list[list[float]]:
+    """Per example, per step: p_error."""
+    head.eval()
+    out: list[list[float]] = []
+    for i in range(0, len(exs), batch_size):
+        part = exs[i : i + batch_size]
+        feats, valid, steps = collate([(e.feats.float(), e.spans) for e in part])
+        p = torch.sigmoid(head(feats, valid, steps))
+        out += [p[j, : len(e.spans)].tolist() for j, e in enumerate(part)]
+    return out
+
+
+def _save_state(folder: Path, head: UHead, opt: torch.optim.Optimizer, info: dict[str, Any], best: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {f"head.{k}": v.detach().contiguous() for k, v in head.state_dict().items()}
+    tensors.update({f"best.{k}": v.contiguous() for k, v in best.items()})
+    for i, st in opt.state_dict()["state"].items():
+        for name, v in st.items():
+            tensors[f"opt.{i}.{name}"] = torch.as_tensor(v).contiguous()
+    save_file(tensors, str(folder / "state.safetensors.tmp"))
+    os.replace(folder / "state.safetensors.tmp", folder / "state.safetensors")
+    (folder / "state.json.tmp").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    os.replace(folder / "state.json.tmp", folder / "state.json")
+
+
+def _load_state(folder: Path, head: UHead, opt: torch.optim.Optimizer) -> tuple[dict[str, Any], dict] | None:
+    if not (folder / "state.json").exists() or not (folder / "state.safetensors").exists():
+        return None
+    info = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    t = load_file(str(folder / "state.safetensors"))
+    head.load_state_dict({k[5:]: v for k, v in t.items() if k.startswith("head.")})
+    best = {k[5:]: v for k, v in t.items() if k.startswith("best.")}
+    sd = opt.state_dict()
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in t.items():
+        if k.startswith("opt."):
+            _, i, name = k.split(".", 2)
+            state.setdefault(int(i), {})[name] = v
+    sd["state"] = state
+    opt.load_state_dict(sd)
+    return info, best
+
+
+def train_head(
+    examples: list[Example], llm_info: dict[str, Any], spec: CaptureSpec, cfg: TrainConfig, out: str | Path,
+    data_summary: dict[str, Any] | None = None,
+) -> UHead:
+    """Fit a head (see the module docstring) and write it to ``out``; resumes from ``out/.train_state``."""
+    train = [e for e in examples if not is_val(e.problem, cfg.val_fraction)]
+    val = [e for e in examples if is_val(e.problem, cfg.val_fraction)]
+    n_pos = sum(lab == 1 for e in train for lab in e.labels)
+    n_neg = sum(lab == 0 for e in train for lab in e.labels)
+    if not train or not val or n_pos == 0 or n_neg == 0 or not any(1 in e.labels for e in val):
+        raise InputError(
+            f"Not enough labelled data to train: {len(train)} train / {len(val)} validation chains, "
+            f"{n_pos} wrong and {n_neg} fine training steps. Label more chains."
+        )
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    n_features = train[0].feats.shape[1]
+    sizes = {k: getattr(cfg, k) for k in ("d_model", "n_layers", "n_heads", "d_ff", "dropout", "mode", "pool")}
+    head = UHead(UHeadConfig(n_features=n_features, **sizes), spec=spec, base=llm_info)
+    allf = torch.cat([e.feats.float() for e in train])
+    head.set_normalization(allf.mean(0), allf.std(0))
+    del allf
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    pos_weight = torch.tensor(n_neg / n_pos)
+    out = Path(out)
+    state_dir = out / STATE
+    fingerprint = hashlib.sha1(json.dumps([asdict(cfg), sorted(e.rid for e in examples)]).encode()).hexdigest()
+    info: dict[str, Any] = {"fingerprint": fingerprint, "epoch": 0, "best_pr_auc": -1.0, "best_epoch": 0, "log": []}
+    best = {k: v.clone() for k, v in head.state_dict().items()}
+    resumed = _load_state(state_dir, head, opt)
+    if resumed is not None and resumed[0].get("fingerprint") == fingerprint:
+        info, best = resumed
+        logger.info("Resuming training at epoch %d (best val PR-AUC %.4f)", info["epoch"], info["best_pr_auc"])
+    elif resumed is not None:
+        logger.info("Training data or settings changed since the saved state; starting over")
+        head.load_state_dict(best)
+        opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    logger.info(
+        "Training on %d chains (%d wrong / %d fine steps), validating on %d chains; pos_weight %.2f",
+        len(train), n_pos, n_neg, len(val), pos_weight.item(),
+    )
+    val_labels = [e.labels for e in val]
+    bar = tqdm(range(info["epoch"], cfg.max_epochs), desc="epochs", unit="epoch")
+    for epoch in bar:
+        if epoch - info["best_epoch"] >= cfg.patience and info["best_pr_auc"] >= 0:
+            logger.info("Early stop: no better validation PR-AUC for %d epochs", cfg.patience)
+            break
+        head.train()
+        torch.manual_seed(cfg.seed * 1000 + epoch)  # per-epoch seed: a resumed run replays the same epochs
+        order = torch.randperm(len(train)).tolist()
+        total = 0.0
+        for i in range(0, len(order), cfg.batch_size):
+            feats, valid, steps, y, w = _batch([train[j] for j in order[i : i + cfg.batch_size]], cfg.use_confidence)
+            logits = head(feats, valid, steps)
+            m = w > 0
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits[m], y[m], weight=w[m], pos_weight=pos_weight, reduction="sum"
+            ) / w[m].sum().clamp(min=1e-6)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
+            opt.step()
+            total += float(loss.detach()) * len(feats)
+        pr = metrics.pr_auc(val_labels, predict(head, val))
+        info["log"].append({"epoch": epoch + 1, "loss": total / len(train), "val_pr_auc": pr})
+        bar.set_postfix(loss=f"{total / len(train):.3f}", val_pr_auc=f"{pr:.3f}")
+        if not math.isnan(pr) and pr > info["best_pr_auc"]:
+            info["best_pr_auc"], info["best_epoch"] = pr, epoch + 1
+            best = {k: v.detach().clone() for k, v in head.state_dict().items()}
+        info["epoch"] = epoch + 1
+        _save_state(state_dir, head, opt, info, best)
+    head.load_state_dict(best)
+    scores = predict(head, val)
+    gold = [metrics.first_error(lab) for lab in val_labels]
+    threshold, _ = metrics.best_threshold(gold, scores)
+    head.threshold = threshold
+    head.metrics = {"validation": {**metrics.summary(val_labels, scores, threshold), "n_chains": len(val)}}
+    head.training_summary = {
+        "config": asdict(cfg),
+        "n_train_chains": len(train),
+        "n_val_chains": len(val),
+        "n_train_steps": {"wrong": n_pos, "fine": n_neg},
+        "best_epoch": info["best_epoch"],
+        "epochs_run": info["epoch"],
+        "data": data_summary or {},
+    }
+    save_head(head, out)
+    logger.info(
+        "Saved %s: val PR-AUC %.4f, ROC-AUC %.4f, threshold %.3f, %d parameters",
+        out, head.metrics["validation"]["pr_auc"], head.metrics["validation"]["roc_auc"], threshold,
+        head.num_parameters(),
+    )
+    return head
+
