@@ -10,7 +10,7 @@ DATA ?= ../shared/data
 CHAIN_SHARD_SIZE ?= 200
 CHAIN_SHARDS ?= 0 1 2 3 4
 
-.PHONY: run test unit setup models models-all bench accuracy chains lint clean-cache
+.PHONY: run test unit setup models models-all bench accuracy chains labels features train lint clean-cache
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PY) not found). Set PY=/path/to/python3.11"; exit 1; }
@@ -58,6 +58,22 @@ chains: setup
 	    --output data/chains/gsm8k_train/shard-$$i.jsonl \
 	    --offset $$((i * $(CHAIN_SHARD_SIZE))) --limit $(CHAIN_SHARD_SIZE) --batch-size 8 || exit 1; \
 	done
+
+# The whole training recipe, each stage resumable: chains -> labels -> features -> head.
+# Labels and chains are small JSONL committed as they grow; features are a cache.
+HEAD_OUT ?= checkpoints/qwen-coder-1.5b
+labels: setup
+	$(BIN)/python -m uhead_viz label --input 'data/chains/gsm8k_train/shard-*.jsonl' \
+	  --output-dir data/labels/gsm8k_train --references $(DATA)/gsm8k/train.jsonl
+	$(BIN)/python -m uhead_viz label --input data/chains/eval/gsm8k_test100_qwen-coder-1.5b_int8.jsonl \
+	  --output-dir data/labels/eval --references $(DATA)/gsm8k/test.jsonl
+
+features: labels
+	$(BIN)/python -m uhead_viz features --input 'data/labels/gsm8k_train/shard-*.jsonl'
+
+train: chains features
+	$(BIN)/python -m uhead_viz train --data 'data/labels/gsm8k_train/shard-*.jsonl' \
+	  --out $(HEAD_OUT)
 
 lint: setup
 	$(BIN)/ruff check .

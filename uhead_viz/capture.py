@@ -202,6 +202,9 @@ class TrunkCache:
                 k = _common(t.ids, list(chain.ids))
                 if k > n:
                     best, n = t, k
+        if best is not None:  # least recently *used* goes first, so a trajectory that many
+            self.items.remove(best)  # branches fork from stays cached while they run
+            self.items.append(best)
         return best, n
 
     def add(self, trunk: _Trunk) -> None:

@@ -4,8 +4,8 @@
 the recipe resumes wherever it was stopped:
 
     python -m uhead_viz label    --input 'chains/*.jsonl' --output-dir labels/ --references gsm8k/train.jsonl
-    python -m uhead_viz features --input 'labels/*.jsonl' --store ~/.cache/uhead_viz/features/NAME
-    python -m uhead_viz train    --data 'labels/*.jsonl' --store ... --out checkpoints/NAME
+    python -m uhead_viz features --input 'labels/*.jsonl'      (store: $UHEAD_VIZ_CACHE/features/<model>)
+    python -m uhead_viz train    --data 'labels/*.jsonl' --out checkpoints/NAME
 """
 
 from __future__ import annotations
@@ -121,7 +121,9 @@ def _store(args: argparse.Namespace, llm: Any):
     from .uhead import base_info
 
     spec = CaptureSpec(window=args.window, top_k=args.top_k)
-    root = args.store or str(Path.home() / ".cache" / "uhead_viz" / "features" / f"{llm.name}-{llm.fingerprint[:12]}")
+    from .packs import cache_dir
+
+    root = args.store or str(cache_dir() / "features" / f"{llm.name}-{llm.fingerprint[:12]}")
     return FeatureStore(root, spec, base_info(llm)), spec
 
 

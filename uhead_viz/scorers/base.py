@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..capture import CaptureSpec, Internals, teacher_force
+from ..capture import CaptureSpec, Internals, TrunkCache, teacher_force
 from ..features import covers, merge_specs, restrict
 from ..registry import Registry
 from ..steps import Chain
@@ -49,6 +49,9 @@ class InternalsCache:
         self.spec = spec or CaptureSpec()
         self.max_items = max_items
         self._items: OrderedDict[str, tuple[CaptureSpec, Internals]] = OrderedDict()
+        # chains that extend or branch off a recent one (a streamed chain growing step by
+        # step, PRM800K's alternatives to one trajectory) run only their new tokens
+        self.trunks = TrunkCache()
         self.hits = 0
         self.misses = 0
 
@@ -69,7 +72,7 @@ class InternalsCache:
         else:
             self.misses += 1
             self.spec = need
-            internals = teacher_force(self.llm, chain, need)
+            internals = teacher_force(self.llm, chain, need, trunks=self.trunks)
             self._items[key] = (need, internals)
             while len(self._items) > self.max_items:
                 self._items.popitem(last=False)
@@ -77,6 +80,7 @@ class InternalsCache:
 
     def clear(self) -> None:
         self._items.clear()
+        self.trunks = TrunkCache()
 
 
 class Scorer:
