@@ -180,3 +180,32 @@ def test_label_command_is_resumable(tmp_path):
     assert got[1]["label_source"] == "reference"
     assert main(["label", "--input", str(src), "--output-dir", str(out), "--references", str(refs)]) == 0
     assert len((out / "chains.jsonl").read_text().splitlines()) == 2
+
+
+def test_scorers_read_a_feature_store_instead_of_the_llm(tmp_path, llama_llm):
+    """A store-backed cache gives the same scores as a live capture, and fills the store on a miss."""
+    from uhead_viz.scorers import InternalsCache, get_scorer
+    from uhead_viz.scoring import row_to_chain
+    from uhead_viz.uhead import UHead
+
+    chains = [row_to_chain(r, llama_llm) for r in _rows(llama_llm, 3)]
+    head = UHead.for_llm(llama_llm, CaptureSpec(), d_model=32, n_layers=1, n_heads=2, d_ff=64).eval()
+    live_cache = InternalsCache(llama_llm)
+    live = {m: get_scorer(m, llama_llm, head=head, cache=live_cache).score(chains) for m in ("uhead", "minprob")}
+    store = FeatureStore(tmp_path, CaptureSpec(), base_info(llama_llm))
+    fill = InternalsCache(llama_llm, store=store)
+    get_scorer("minprob", llama_llm, cache=fill).score(chains)
+    assert len(store) == 3
+    cache = InternalsCache(llama_llm, store=store)
+    calls = []
+    import uhead_viz.scorers.base as base_mod
+
+    orig = base_mod.teacher_force
+    base_mod.teacher_force = lambda *a, **k: calls.append(1) or orig(*a, **k)
+    try:
+        got = {m: get_scorer(m, llama_llm, head=head, cache=cache).score(chains) for m in ("uhead", "minprob")}
+    finally:
+        base_mod.teacher_force = orig
+    assert not calls
+    for m in live:
+        assert _flat(got[m]) == pytest.approx(_flat(live[m]), abs=2e-3)

@@ -112,6 +112,9 @@ class FeatureStore:
         for k in want:
             by_shard.setdefault(self.index[k]["shard"], []).append(k)
         out: dict[str, tuple[torch.Tensor, list[list[int]]]] = {}
+        for k, _, f, spans in self._buf:  # added but not yet flushed
+            if keys is None or k in keys:
+                out[k] = (f, spans)
         for shard, ks in by_shard.items():
             with safe_open(str(self.root / shard), framework="pt") as f:
                 for k in ks:

@@ -79,3 +79,29 @@ def token_features(internals: Internals, spec: CaptureSpec) -> torch.Tensor:
     ]
     parts += [x.hidden[li] for li in spec.hidden_layers]
     return torch.cat([p.float() for p in parts], dim=1)
+
+
+def internals_from_features(feats: torch.Tensor, n_layers: int, n_heads: int, spec: CaptureSpec) -> Internals:
+    """Invert ``token_features``: the Internals a stored feature matrix was made from.
+
+    Lets every scorer (the head and the baselines, which read probabilities and entropy)
+    run from a feature store instead of re-running the LLM.
+    """
+    t = feats.shape[0]
+    a = n_layers * n_heads * spec.window
+    f = feats.float()
+    hidden, col = {}, a + spec.top_k + 2
+    if len(spec.hidden_layers):
+        d = (f.shape[1] - col) // len(spec.hidden_layers)
+        for li in spec.hidden_layers:
+            hidden[li] = f[:, col : col + d]
+            col += d
+    if col != f.shape[1]:
+        raise ValueError(f"{f.shape[1]} feature columns do not fit {n_layers} layers x {n_heads} heads and {spec}")
+    return Internals(
+        attn=f[:, :a].reshape(t, n_layers, n_heads, spec.window),
+        topk_probs=f[:, a : a + spec.top_k],
+        entropy=f[:, a + spec.top_k],
+        token_logprob=f[:, a + spec.top_k + 1],
+        hidden=hidden,
+    )

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ..capture import CaptureSpec, Internals, TrunkCache, teacher_force
-from ..features import covers, merge_specs, restrict
+from ..features import covers, internals_from_features, merge_specs, restrict, token_features
 from ..registry import Registry
 from ..steps import Chain
 
@@ -44,8 +44,9 @@ class InternalsCache:
     dropped beyond ``max_items`` so a long scoring job keeps bounded memory.
     """
 
-    def __init__(self, llm: Any, spec: CaptureSpec | None = None, max_items: int = 64) -> None:
+    def __init__(self, llm: Any, spec: CaptureSpec | None = None, max_items: int = 64, store: Any = None) -> None:
         self.llm = llm
+        self.store = store  # optional FeatureStore: captures are read from it and added to it
         self.spec = spec or CaptureSpec()
         self.max_items = max_items
         self._items: OrderedDict[str, tuple[CaptureSpec, Internals]] = OrderedDict()
@@ -72,11 +73,23 @@ class InternalsCache:
         else:
             self.misses += 1
             self.spec = need
-            internals = teacher_force(self.llm, chain, need, trunks=self.trunks)
+            internals = self._from_store(key, need)
+            if internals is None:
+                internals = teacher_force(self.llm, chain, need, trunks=self.trunks)
+                if self.store is not None and covers(need, self.store.spec) and not self.store.spec.hidden_layers:
+                    self.store.add(key, key, token_features(restrict(internals, self.store.spec), self.store.spec),
+                                   chain.spans)
             self._items[key] = (need, internals)
             while len(self._items) > self.max_items:
                 self._items.popitem(last=False)
         return restrict(internals, spec) if spec is not None else internals
+
+    def _from_store(self, key: str, need: CaptureSpec) -> Internals | None:
+        if self.store is None or key not in self.store or not covers(self.store.spec, need):
+            return None
+        feats, _ = self.store.load([key])[key]
+        cfg = self.llm.model.config
+        return internals_from_features(feats, int(cfg.num_hidden_layers), int(cfg.num_attention_heads), self.store.spec)
 
     def clear(self) -> None:
         self._items.clear()
