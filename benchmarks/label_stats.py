@@ -1,10 +1,12 @@
-"""PRM800K label counts, and how well the ``checks`` labeler agrees with the human labels.
+"""PRM800K label counts, and how well the offline labelers (``checks``, ``reference``) agree with the human labels.
 
     python benchmarks/label_stats.py [--data PARQUET] [--neutral-as 0|1|none]
 
 Imports the PRM800K phase-1 test chains (``uhead_viz.labels.human.prm800k_rows``), prints
-chain / step / wrong-step counts, then labels every chain with ``checks`` and compares on
-the steps both label: accuracy, F1 on wrong steps and Cohen's kappa. Two settings:
+chain / step / wrong-step counts, then labels every chain with each labeler and compares on
+the steps both label: coverage (share of human-rated steps the labeler labels), accuracy,
+F1 on wrong steps and Cohen's kappa. The reference is the MATH-500 solution with its gold
+answer. Two settings:
 
 - ``arithmetic only``: chains built with ``answer=None`` and no reference, so only the
   arithmetic check speaks (it can only say "wrong", so kappa is ~0 by construction and
@@ -35,20 +37,27 @@ from uhead_viz.steps import Chain  # noqa: E402
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def agreement(rows: list[dict], refs: dict[str, str] | None) -> dict[str, float]:
-    """Label each row's chain with ``checks`` and compare with its human labels where both label."""
-    labeler = get_labeler("checks")
+def agreement(rows: list[dict], refs: dict[str, str] | None, name: str = "checks") -> dict[str, float]:
+    """Label each row's chain with labeler ``name`` and compare with its human labels where both label."""
+    labeler = get_labeler(name)
     human, auto = [], []
+    rated = 0
     for row in rows:
         answer = row.get("answer") if refs is not None else None
         ref = refs.get(row["problem"].strip()) if refs is not None and answer is not None else None
         chain = Chain(row["problem"], row["steps"], answer=answer, text="", prompt_ids=[], ids=[], spans=[])
         got = labeler.label(chain, ref)
         for h, a in zip(row["labels"], got.labels):
+            rated += h is not None
             if h is not None and a is not None:
                 human.append(h)
                 auto.append(a)
-    out = {"steps": float(len(human)), "auto_wrong": float(sum(auto)), "human_wrong": float(sum(human))}
+    out = {
+        "steps": float(len(human)),
+        "coverage": len(human) / max(rated, 1),
+        "auto_wrong": float(sum(auto)),
+        "human_wrong": float(sum(human)),
+    }
     if human:
         out["accuracy"] = accuracy_score(human, auto)
         out["f1_wrong"] = f1_score(human, auto, pos_label=1, zero_division=0)
@@ -84,21 +93,25 @@ def main() -> int:
             for line in f:
                 if line.strip():
                     rec = json.loads(line)
-                    refs[rec["problem"].strip()] = str(rec["answer"])
+                    refs[rec["problem"].strip()] = f"{rec['solution']}\n#### {rec['answer']}"
     matched = sum(r["problem"].strip() in refs for r in rows)
     print(f"  chains with a MATH-500 gold answer {matched:,}")
 
-    print("\nchecks vs human labels, on the steps both label")
-    print(f"  {'setting':<16} {'steps':>7} {'auto 1':>7} {'human 1':>8} {'accuracy':>9} {'F1 wrong':>9} {'kappa':>7}")
-    for name, r in (("arithmetic only", None), ("with answers", refs)):
-        m = agreement(rows, r)
-        if m["steps"]:
-            print(
-                f"  {name:<16} {int(m['steps']):>7,} {int(m['auto_wrong']):>7,} {int(m['human_wrong']):>8,}"
-                f" {m['accuracy']:>9.3f} {m['f1_wrong']:>9.3f} {m['kappa']:>7.3f}"
-            )
-        else:
-            print(f"  {name:<16} no step labelled by both")
+    print("\nlabelers vs human labels, on the steps both label")
+    print(
+        f"  {'labeler':<10} {'setting':<16} {'steps':>7} {'cover':>6} {'auto 1':>7} {'human 1':>8} {'accuracy':>9}"
+        f" {'F1 wrong':>9} {'kappa':>7}"
+    )
+    for lab in ("checks", "reference"):
+        for name, r in (("arithmetic only", None), ("with reference", refs)):
+            m = agreement(rows, r, lab)
+            if m["steps"]:
+                print(
+                    f"  {lab:<10} {name:<16} {int(m['steps']):>7,} {m['coverage']:>6.1%} {int(m['auto_wrong']):>7,}"
+                    f" {int(m['human_wrong']):>8,} {m['accuracy']:>9.3f} {m['f1_wrong']:>9.3f} {m['kappa']:>7.3f}"
+                )
+            else:
+                print(f"  {lab:<10} {name:<16} no step labelled by both")
     print(f"\n({time.perf_counter() - t0:.1f} s)")
     return 0
 
