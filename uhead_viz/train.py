@@ -44,10 +44,12 @@ STATE = ".train_state"
 
 def extract_features(rows: Iterable[dict[str, Any]], llm: Any, store: FeatureStore, spec: CaptureSpec) -> int:
     """Capture and store the features of every row not yet in ``store``; returns how many were added."""
+    from .capture import TrunkCache
     from .scoring import row_to_chain
 
     rows = list(rows)
     added = 0
+    trunks = TrunkCache()  # rows that branch off an earlier row's steps run only their new tokens
     bar = tqdm(rows, desc="features", unit="chain")
     for row in bar:
         try:
@@ -58,7 +60,7 @@ def extract_features(rows: Iterable[dict[str, Any]], llm: Any, store: FeatureSto
         key = chain_key(chain)
         if key in store:
             continue
-        internals = teacher_force(llm, chain, spec)
+        internals = teacher_force(llm, chain, spec, trunks=trunks)
         store.add(key, str(row.get("id")), token_features(internals, spec), chain.spans)
         added += 1
     store.flush()
