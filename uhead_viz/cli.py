@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .cli_train import add_parsers as add_train_parsers
 from .evaluate import add_parser as add_evaluate_parser
 from .jsonl import ResumableWriter, RowError, read_rows
 from .llm import InputError
@@ -158,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--limit", type=int, default=0, help="only the first N rows")
     sc.set_defaults(func=cmd_score)
     add_evaluate_parser(sub)
+    add_train_parsers(sub)
     return p
 
 
