@@ -88,29 +88,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     """Score every step of every chain in a JSONL file with the head and/or baselines."""
+    from .evaluate import resolve_methods
     from .llm import load_llm
-    from .scorers import available
+    from .scorers import SCORERS
     from .scoring import build_scorers, default_head, score_file
     from .uhead import load_head, read_config
 
-    known = available()
-    methods = [m.strip() for m in (args.methods or ",".join(known)).split(",") if m.strip()]
-    unknown = [m for m in methods if m not in known]
-    if unknown:
-        raise InputError(f"Unknown method(s) {', '.join(unknown)}. Known: {', '.join(known)}.")
+    methods, _ = resolve_methods(args.methods)  # default: the head and every method that is not opt-in
     if not Path(args.input).is_file():
         raise InputError(f"No input file {args.input}: give chains as JSONL (from generate, or problem + steps rows).")
     if args.head:
         read_config(args.head)  # refuse a missing or broken head before the model loads
     llm = load_llm(args.model)
     head = None
-    if "uhead" in methods:
+    if any(SCORERS[m].needs_head for m in methods):
         if args.head:
             head = load_head(args.head, llm, allow_other_build=args.allow_other_build)
         else:
             head, why = default_head(llm, allow_other_build=args.allow_other_build)
             if head is None:
-                methods = [m for m in methods if m != "uhead"]
+                methods = [m for m in methods if not SCORERS[m].needs_head]
                 logger.warning(
                     "UHead is unavailable for %s: %s. Scoring with the baselines only%s. Train a head for this "
                     "model or pass --head FOLDER.",
@@ -119,7 +116,7 @@ def cmd_score(args: argparse.Namespace) -> int:
                     f" ({', '.join(methods)})" if methods else "",
                 )
                 if not methods:
-                    raise InputError(f"Only 'uhead' was asked for, and no head fits {llm.name}: {why}.")
+                    raise InputError(f"Only methods needing a head were asked for, and no head fits {llm.name}: {why}.")
     scorers = build_scorers(llm, methods, head)
     written, skipped = score_file(args.input, args.output, llm, scorers, args.batch_size, args.limit)
     logger.info("Wrote %d scored chains to %s (%d rows skipped)", written, args.output, skipped)

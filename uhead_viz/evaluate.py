@@ -567,10 +567,12 @@ def evaluate(
     progress: bool = True,
     extra: dict[str, Any] | None = None,
     loaded: tuple[list[Item], list[dict[str, Any]]] | None = None,
+    store: Any = None,
 ) -> dict[str, Any]:
     """Score, measure and write the report, its HTML page and the score cache; returns the report.
 
     ``loaded``: the (items, skipped) ``load_items`` already returned for ``data``.
+    ``store``: a FeatureStore whose captures are reused (and to which new ones are added).
     """
     from .scorers import InternalsCache, get_scorer
 
@@ -580,7 +582,7 @@ def evaluate(
     if not items:
         raise InputError(f"No usable rows in {data} (format {fmt}): {len(skipped)} skipped.")
     explicit = explicit if explicit is not None else set(methods)
-    cache = InternalsCache(llm)
+    cache = InternalsCache(llm, store=store)
     scorers: dict[str, Any] = {}
     unavailable: dict[str, str] = dict((extra or {}).get("unavailable", {}))
     for m in methods:
@@ -645,9 +647,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not methods:
         raise InputError("No method left to run.")
     extra = {"model": llm.name, "head": head_from, "unavailable": unavailable}
-    report = evaluate(
-        args.data, args.format, llm, methods, args.out, head, args.limit, policy, explicit, extra=extra, loaded=loaded
-    )
+    store = None
+    if args.store:
+        from .capture import CaptureSpec
+        from .featstore import FeatureStore
+        from .uhead import base_info
+
+        spec = head.spec if head is not None else CaptureSpec()
+        store = FeatureStore(args.store, spec, base_info(llm))
+    try:
+        report = evaluate(
+            args.data, args.format, llm, methods, args.out, head, args.limit, policy, explicit, extra=extra,
+            loaded=loaded, store=store,
+        )
+    finally:
+        if store is not None:
+            store.close()
     sys.stdout.write(markdown_table(report))
     logger.info("Wrote %s and %s", args.out, Path(args.out).with_suffix(".html"))
     return 0
@@ -676,5 +691,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--allow-other-build", action="store_true", help="use a head trained on another build of the model")
     p.add_argument("--prm-family", default=None, help="family of prm:<id> methods whose family is not detected")
     p.add_argument("--trust-remote-code", action="store_true", help="allow PRMs that ship their own model code")
+    p.add_argument(
+        "--store", default=None, help="feature store folder: reuse captures made by `features` (and keep new ones)"
+    )
     p.set_defaults(func=cmd_evaluate)
     return p
