@@ -1,0 +1,46 @@
+"""The LLM judge on the real default model (packaged Qwen2.5-Coder-1.5B-Instruct, judging itself).
+
+Run with ``pytest -m integration``; slow (a few prompts of a few hundred tokens on a CPU).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from uhead_viz.labels import get_labeler
+from uhead_viz.llm import load_llm
+from uhead_viz.scorers import get_scorer
+from uhead_viz.steps import Chain
+
+pytestmark = pytest.mark.integration
+
+NATALIA = (
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May?"
+)
+REFERENCE = (
+    "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
+    "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72"
+)
+STEPS = ["Step 1: In May Natalia sold 48 / 2 = 24 clips.", "Step 2: Altogether she sold 48 + 24 = 92 clips."]
+
+
+@pytest.fixture(scope="module")
+def llm():
+    return load_llm()
+
+
+def test_wrong_arithmetic_step_is_judged_less_likely_correct(llm):
+    labeler = get_labeler("llm-judge", llm=llm)
+    chain = Chain(NATALIA, STEPS, answer="92", text="", prompt_ids=[], ids=[], spans=[])
+    probs = labeler.probs(chain, REFERENCE)
+    assert len(probs) == 2 and all(0.0 <= p <= 1.0 for p in probs)
+    assert probs[1] < probs[0], probs
+    got = labeler.label(chain, REFERENCE)
+    assert len(got) == 2 and got.source == "llm-judge:Qwen2.5-Coder-1.5B-Instruct"
+    assert got.labels[0] in (0, 1) and (got.labels[1] is None) == (got.labels[0] == 1)
+
+    scorer = get_scorer("judge", llm)
+    assert scorer.label == "LLM judge (Qwen2.5-Coder-1.5B-Instruct, self)"
+    p_error = scorer.score([chain])[0]
+    assert len(p_error) == 2 and all(0.0 <= p <= 1.0 for p in p_error)
