@@ -86,6 +86,11 @@ class TrainConfig:
     val_fraction: float = 0.2
     seed: int = 0
     use_confidence: bool = True
+    # Steps after a chain's first wrong step are unlabelled in the ProcessBench convention.
+    # Most of them carry the wrong value on (a Math-Shepherd-style "cannot reach the right
+    # answer any more" label), so for training they may count as wrong at a lower weight;
+    # validation always uses the labels as given.
+    after_error_weight: float = 0.5
 
 
 @dataclass
@@ -127,16 +132,19 @@ def load_examples(rows: Iterable[dict[str, Any]], store: FeatureStore) -> list[E
     return out
 
 
-def _batch(exs: list[Example], use_conf: bool) -> tuple[torch.Tensor, ...]:
+def _batch(exs: list[Example], use_conf: bool, after_error_weight: float = 0.0) -> tuple[torch.Tensor, ...]:
     feats, valid, steps = collate([(e.feats.float(), e.spans) for e in exs])
     s = steps.shape[1]
     y = torch.zeros(len(exs), s)
     w = torch.zeros(len(exs), s)
     for i, e in enumerate(exs):
+        first = metrics.first_error(e.labels)
         for k, lab in enumerate(e.labels):
             if lab is not None:
                 y[i, k] = float(lab)
                 w[i, k] = float(e.weights[k]) if use_conf else 1.0
+            elif first != -1 and k > first and after_error_weight > 0:
+                y[i, k], w[i, k] = 1.0, after_error_weight
     return feats, valid, steps, y, w
 
 
@@ -193,6 +201,9 @@ def train_head(
     val = [e for e in examples if is_val(e.problem, cfg.val_fraction)]
     n_pos = sum(lab == 1 for e in train for lab in e.labels)
     n_neg = sum(lab == 0 for e in train for lab in e.labels)
+    n_after = sum(
+        lab is None and k > metrics.first_error(e.labels) >= 0 for e in train for k, lab in enumerate(e.labels)
+    )
     if not train or not val or n_pos == 0 or n_neg == 0 or not any(1 in e.labels for e in val):
         raise InputError(
             f"Not enough labelled data to train: {len(train)} train / {len(val)} validation chains, "
@@ -207,7 +218,7 @@ def train_head(
     head.set_normalization(allf.mean(0), allf.std(0))
     del allf
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    pos_weight = torch.tensor(n_neg / n_pos)
+    pos_weight = torch.tensor(n_neg / (n_pos + cfg.after_error_weight * n_after))
     out = Path(out)
     state_dir = out / STATE
     fingerprint = hashlib.sha1(json.dumps([asdict(cfg), sorted(e.rid for e in examples)]).encode()).hexdigest()
@@ -236,7 +247,8 @@ def train_head(
         order = torch.randperm(len(train)).tolist()
         total = 0.0
         for i in range(0, len(order), cfg.batch_size):
-            feats, valid, steps, y, w = _batch([train[j] for j in order[i : i + cfg.batch_size]], cfg.use_confidence)
+            part = [train[j] for j in order[i : i + cfg.batch_size]]
+            feats, valid, steps, y, w = _batch(part, cfg.use_confidence, cfg.after_error_weight)
             logits = head(feats, valid, steps)
             m = w > 0
             loss = torch.nn.functional.binary_cross_entropy_with_logits(
@@ -265,7 +277,7 @@ def train_head(
         "config": asdict(cfg),
         "n_train_chains": len(train),
         "n_val_chains": len(val),
-        "n_train_steps": {"wrong": n_pos, "fine": n_neg},
+        "n_train_steps": {"wrong": n_pos, "fine": n_neg, "after_first_error": n_after},
         "best_epoch": info["best_epoch"],
         "epochs_run": info["epoch"],
         "data": data_summary or {},
