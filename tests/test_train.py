@@ -209,3 +209,13 @@ def test_scorers_read_a_feature_store_instead_of_the_llm(tmp_path, llama_llm):
     assert not calls
     for m in live:
         assert _flat(got[m]) == pytest.approx(_flat(live[m]), abs=2e-3)
+
+
+def test_steps_after_the_first_error_can_count_as_wrong_for_training_only():
+    from uhead_viz.train import Example, _batch
+
+    e = Example("a", "p", torch.zeros(6, 3), [[0, 2], [2, 4], [4, 6]], [0, 1, None], [0.6, 0.7, 0.0])
+    _, _, _, y, w = _batch([e], use_conf=True, after_error_weight=0.5)
+    assert y[0].tolist() == [0.0, 1.0, 1.0] and w[0].tolist() == pytest.approx([0.6, 0.7, 0.5])
+    _, _, _, y, w = _batch([e], use_conf=False, after_error_weight=0.0)
+    assert w[0].tolist() == [1.0, 1.0, 0.0]

@@ -153,8 +153,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     store, spec = _store(args, llm)
     examples = load_examples(rows, store)
     cfg = TrainConfig(
-        d_model=args.d_model, n_layers=args.n_layers, mode=args.mode, lr=args.lr, max_epochs=args.epochs,
-        patience=args.patience, seed=args.seed, batch_size=args.batch_size,
+        d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, d_ff=args.d_ff, dropout=args.dropout,
+        mode=args.mode, lr=args.lr, weight_decay=args.weight_decay, max_epochs=args.epochs, patience=args.patience,
+        seed=args.seed, batch_size=args.batch_size, after_error_weight=args.after_error_weight,
+        val_fraction=args.val_fraction,
     )
     sources = sorted({str(r.get("label_source")) for r in rows if r.get("label_source")})
     summary = {
@@ -170,6 +172,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: Any) -> None:
+    from .train import TrainConfig
+
     lb = sub.add_parser("label", help="label each step of chains (0 fine, 1 wrong) for training or evaluation")
     lb.add_argument("--input", nargs="+", required=True, help="chain JSONL files (globs allowed)")
     lb.add_argument("--output-dir", required=True, help="folder for labelled files (same names as the inputs)")
@@ -188,14 +192,24 @@ def add_parsers(sub: Any) -> None:
         else:
             p.add_argument("--data", nargs="+", required=True, help="labelled JSONL files (globs allowed)")
             p.add_argument("--out", required=True, help="checkpoint folder to write")
-            p.add_argument("--d-model", type=int, default=256)
-            p.add_argument("--n-layers", type=int, default=2)
-            p.add_argument("--mode", choices=("causal", "step"), default="causal")
-            p.add_argument("--lr", type=float, default=3e-4)
-            p.add_argument("--epochs", type=int, default=40)
-            p.add_argument("--patience", type=int, default=8)
-            p.add_argument("--batch-size", type=int, default=16)
-            p.add_argument("--seed", type=int, default=0)
+            d = TrainConfig()
+            p.add_argument("--d-model", type=int, default=d.d_model)
+            p.add_argument("--n-layers", type=int, default=d.n_layers)
+            p.add_argument("--n-heads", type=int, default=d.n_heads)
+            p.add_argument("--d-ff", type=int, default=d.d_ff)
+            p.add_argument("--dropout", type=float, default=d.dropout)
+            p.add_argument("--mode", choices=("causal", "step"), default=d.mode)
+            p.add_argument("--lr", type=float, default=d.lr)
+            p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+            p.add_argument("--epochs", type=int, default=d.max_epochs)
+            p.add_argument("--patience", type=int, default=d.patience)
+            p.add_argument("--batch-size", type=int, default=d.batch_size)
+            p.add_argument("--val-fraction", type=float, default=d.val_fraction)
+            p.add_argument(
+                "--after-error-weight", type=float, default=d.after_error_weight,
+                help="weight of 'wrong' for steps after a chain's first wrong step (0: leave them out)",
+            )
+            p.add_argument("--seed", type=int, default=d.seed)
         p.add_argument("--store", default=None, help="feature store folder (default: under ~/.cache/uhead_viz)")
         p.add_argument("--model", default=None, help="packaged name, local folder or hub id")
         p.add_argument("--window", type=int, default=5, help="look-back attention window")

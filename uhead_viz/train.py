@@ -71,18 +71,21 @@ def extract_features(rows: Iterable[dict[str, Any]], llm: Any, store: FeatureSto
 class TrainConfig:
     """Everything that decides the result; stored in the checkpoint's ``training`` section."""
 
-    d_model: int = 256
-    n_layers: int = 2
-    n_heads: int = 4
-    d_ff: int = 512
-    dropout: float = 0.1
+    # Sizes chosen by 4-fold cross-validated PR-AUC on 96 GSM8K-train chains (see the README):
+    # with a few hundred chains a small causal head generalizes better than a wide one, and
+    # the causal mode beat the per-step mode at a fraction of its cost.
+    d_model: int = 64
+    n_layers: int = 1
+    n_heads: int = 2
+    d_ff: int = 128
+    dropout: float = 0.2
     mode: str = "causal"
     pool: str = "mean"
-    lr: float = 3e-4
-    weight_decay: float = 0.01
+    lr: float = 1e-3
+    weight_decay: float = 0.05
     batch_size: int = 16
-    max_epochs: int = 40
-    patience: int = 8
+    max_epochs: int = 30
+    patience: int = 10
     val_fraction: float = 0.2
     seed: int = 0
     use_confidence: bool = True
