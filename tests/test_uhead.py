@@ -311,3 +311,19 @@ def test_save_refuses_a_head_that_does_not_name_its_model(tmp_path):
     with pytest.raises(ValueError, match="which model it reads"):
         save_head(head, tmp_path / "h")
     assert not (tmp_path / "h").exists()
+
+
+def test_a_safetensors_header_length_starting_with_0x80_is_not_taken_for_pickle(tmp_path):
+    """A real safetensors file whose 8-byte header length has 0x80 as its first byte loads."""
+    from safetensors.torch import save_file
+
+    from uhead_viz.uhead import _read_weights
+
+    for pad in range(0, 400):
+        path = tmp_path / "w.safetensors"
+        save_file({"x" * (1 + pad): torch.zeros(1)}, str(path))
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    else:
+        pytest.skip("no header length with a 0x80 first byte in range")
+    assert set(_read_weights(path, None)) == {"x" * (1 + pad)}

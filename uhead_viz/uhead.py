@@ -384,14 +384,17 @@ def _read_weights(path: Path, expected_sha: str | None) -> dict[str, torch.Tenso
         extra = f" (found pickle files {', '.join(pickles)}, which are never loaded)" if pickles else ""
         raise HeadError(f"The head folder {path.parent} has no {path.name}{extra}.")
     head = path.read_bytes()[:16]
-    if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
+    size = path.stat().st_size
+    n = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
+    valid = 0 < n and 8 + n <= size and head[8:9] == b"{"
+    # a pickle starts 0x80 <protocol>, a torch.save zip "PK"; a safetensors header length can
+    # start with 0x80 too, so the signature only counts when the header is not valid safetensors
+    if not valid and (head[:1] == b"\x80" or head[:4] == b"PK\x03\x04"):
         raise HeadError(
             f"{path} is a pickle / torch.save file with a .safetensors name. It was not loaded: unpickling "
             "runs arbitrary code. Re-save the head with save_head()."
         )
-    size = path.stat().st_size
-    n = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
-    if n <= 0 or 8 + n > size or head[8:9] != b"{":
+    if not valid:
         raise HeadError(f"{path} is not a valid safetensors file (bad header); the checkpoint is corrupt.")
     if expected_sha and _sha256(path) != expected_sha:
         raise HeadError(
