@@ -10,7 +10,7 @@ DATA ?= ../shared/data
 CHAIN_SHARD_SIZE ?= 200
 CHAIN_SHARDS ?= 0 1 2 3 4
 
-.PHONY: run test unit setup models models-all bench accuracy chains labels features train lint clean-cache
+.PHONY: run test unit setup examples models models-all bench accuracy chains labels features train lint clean-cache
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PY) not found). Set PY=/path/to/python3.11"; exit 1; }
@@ -39,10 +39,15 @@ run: setup
 	$(BIN)/python app.py
 
 test: setup
+	@command -v chromium >/dev/null 2>&1 || (apt-get update && apt-get install -y chromium)  # browser tests
 	$(BIN)/python -m pytest -q tests
 
 unit: setup
 	$(BIN)/python -m pytest -q tests -m "not integration"
+
+# the app's example results, computed ahead of time with the real model (assets/examples/)
+examples: setup
+	$(BIN)/python benchmarks/build_examples.py
 
 bench: setup
 	$(BIN)/python benchmarks/bench_llm.py

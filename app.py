@@ -70,6 +70,7 @@ class EngineHolder:
 
             device = os.environ.get("UHEAD_VIZ_DEVICE") or ("cuda" if torch.cuda.is_available() else None)
             self.engine = Engine(load_llm(self.name, device=device))
+            self.engine.warm()
         except (PackError, OSError, ValueError) as e:
             self.error = str(e)
             logger.error("Model failed to load: %s", e)
@@ -157,7 +158,8 @@ def ask(question, max_tokens, temperature, verifier, prm_id, auto_verify, mode_l
         q = clean_question(question or "")
         vname = _verifier_name(verifier, prm_id) if auto_verify else None
         eng = HOLDER.get()
-        yield render.chain_html({"question": q, "steps": [], "live": True}), skip, skip, skip, skip, skip
+        # the old chain's state is dropped, so a click during streaming cannot bring it back
+        yield render.chain_html({"question": q, "steps": [], "live": True}), "", None, skip, skip, ""
         final = None
         try:
             for ev in eng.stream(q, int(max_tokens), float(temperature), verifier=vname):
@@ -236,7 +238,7 @@ def compare_views(a):
 
 
 @gpu
-def run_verifier(current, verifier, prm_id, mode_label, ask_a, paste_a, file_a, sel):
+def run_verifier(current, verifier, prm_id, mode_label, sel):
     skip = gr.skip()
     if not current or not current.get("steps"):
         return (skip,) * 7 + (render.notice_html("Analyse a chain first.", "warn"),)
@@ -478,13 +480,13 @@ def build(holder: EngineHolder | None = None) -> gr.Blocks:
                         with gr.Accordion("Generation settings", open=False):
                             max_tokens = gr.Slider(32, 1024, value=320, step=16, label="Max new tokens")
                             temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="Temperature (0 = greedy)")
-                        with gr.Accordion("Verifier", open=False):
+                        with gr.Accordion("Verifier", open=False, elem_id="verifier-acc"):
                             gr.Markdown(
                                 "A verifier (an LLM judge, or a process reward model given by hub id) takes seconds "
                                 "per chain on a CPU, so it runs after the chain is complete, or on demand in the "
                                 "Compare tab."
                             )
-                            verifier = gr.Dropdown(verifiers, value=NO_VERIFIER, label="Verifier")
+                            verifier = gr.Dropdown(verifiers, value=NO_VERIFIER, label="Verifier", elem_id="verifier")
                             prm_id = gr.Textbox(
                                 label="PRM hub id or local folder", placeholder="Qwen/Qwen2.5-Math-PRM-7B"
                             )
@@ -571,7 +573,7 @@ def build(holder: EngineHolder | None = None) -> gr.Blocks:
         step_dd.input(lambda k: k, [step_dd], [sel], api_visibility="private")
         current.change(compare_views, [current], [fig_cmp, cmp_html], api_visibility="private")
         verify_btn.click(
-            run_verifier, [current, verifier, prm_id, mode, ask_state, paste_state, file_state, sel],
+            run_verifier, [current, verifier, prm_id, mode, sel],
             [current, ask_state, chain, paste_state, p_chain, file_state, file_chain, verify_msg],
             api_visibility="private", **model_work,
         )
@@ -582,7 +584,7 @@ def build(holder: EngineHolder | None = None) -> gr.Blocks:
         p_btn.click(paste, [p_problem, p_steps, p_answer, mode], [p_chain, p_detail, paste_state, current, sel],
                     api_visibility="private", **model_work)
         timer.tick(
-            lambda: (HOLDER.status_html(), gr.Timer(active=not HOLDER.ready.is_set())), None, [status, timer],
+            lambda: (HOLDER.status_html(), gr.Timer(1.0 if not HOLDER.ready.is_set() else 30.0)), None, [status, timer],
             api_visibility="private", show_progress="hidden",
         )
         gr.api(analyze, api_name="analyze", **model_work)

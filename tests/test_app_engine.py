@@ -253,3 +253,26 @@ def test_verifier_adds_combined_scores(step_llm, monkeypatch):
         assert s["scores"]["combined"] == pytest.approx(1 - (1 - p) * 0.5, abs=1e-5)
     assert v["verifier"]["label"] == "fixed verifier"
     assert "verifier" not in a["steps"][0]["scores"]  # the input analysis is left as it was
+
+
+def test_stream_can_be_resumed_from_other_threads(step_llm):
+    """Gradio resumes a streaming generator on whichever worker thread is free."""
+    import threading
+
+    eng = Engine(step_llm)
+    gen = eng.stream(Q, max_new_tokens=80)
+    events = []
+
+    def step():
+        try:
+            events.append(next(gen))
+        except StopIteration:
+            events.append(None)
+
+    while not events or events[-1] is not None:
+        t = threading.Thread(target=step)
+        t.start()
+        t.join()
+    assert any(e and e["phase"] == "final" for e in events)
+    assert eng.lock.acquire(timeout=1)  # released at the end, by a thread that did not take it
+    eng.lock.release()

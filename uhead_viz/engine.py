@@ -251,12 +251,14 @@ class Engine:
     """One loaded model, its head (or none), and every scoring path the app needs.
 
     All model work goes through ``self.lock``: the live-capture hooks sit on the shared
-    model, so two requests must never run it at the same time.
+    model, so two requests must never run it at the same time. It is a plain lock, not an
+    RLock, because a streaming request is a generator that Gradio resumes on whichever
+    worker thread is free, so the thread that releases it is not always the one that took it.
     """
 
     def __init__(self, llm: Any, head: Any = None, head_path: str | None = None, auto_head: bool = True) -> None:
         self.llm = llm
-        self.lock = threading.RLock()
+        self.lock = threading.Lock()
         self.cache = InternalsCache(llm, max_items=64)
         self.auto_head = auto_head and head is None
         self.hs = HeadState(head=head, path=head_path, note="" if head is not None else "no head given")
@@ -333,6 +335,14 @@ class Engine:
             "verifiers": verifier_names(),
         }
 
+    def warm(self) -> None:
+        """Compute the prompt template's shared KV cache now, so the first question does not wait for it."""
+        with self.lock:
+            llm = self.llm
+            if hasattr(llm, "prefill"):
+                pad = llm.tokenizer.pad_token_id if llm.tokenizer.pad_token_id is not None else 0
+                llm.prefill([llm.prompt_ids("What is 2 + 2?")], pad)
+
     def spec(self) -> CaptureSpec:
         return merge_specs(CaptureSpec(), self.head.spec if self.head is not None else None)
 
@@ -355,7 +365,8 @@ class Engine:
         question = clean_question(question)
         max_new_tokens = int(min(max(int(max_new_tokens), 8), 2048))
         temperature = float(min(max(float(temperature), 0.0), 2.0))
-        with self.lock:
+        self.lock.acquire()
+        try:
             self.refresh_head()
             t0 = time.perf_counter()
             live = LiveScorer(self, question)
@@ -406,13 +417,15 @@ class Engine:
             live_view["finalising"] = True
             yield {"phase": "stream", "view": live_view, "t": gen_s}
             settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
-            analysis = self.analyze_chain(chain, kind="generated", settings=settings)
+            analysis = self._analyze_chain(chain, kind="generated", settings=settings)
             analysis["timing"] = {"generate_s": _r(gen_s, 2), "final_s": _r(time.perf_counter() - t0 - gen_s, 2)}
             analysis["live_scores"] = live.scores_list()
             yield {"phase": "final", "analysis": analysis, "t": time.perf_counter() - t0}
             if verifier:
-                analysis = self.verify(analysis, verifier)
+                analysis = self._verify(analysis, verifier)
                 yield {"phase": "verified", "analysis": analysis, "t": time.perf_counter() - t0}
+        finally:
+            self.lock.release()
 
     def run(self, question: str, **kw: Any) -> dict[str, Any]:
         """The final analysis of one question (the stream drained)."""
@@ -433,71 +446,77 @@ class Engine:
     ) -> dict[str, Any]:
         """Score a chain with every method (one teacher-forced pass) and keep what the views need."""
         with self.lock:
-            self.refresh_head()
-            methods = self.methods()
-            a: dict[str, Any] = {
-                "version": ANALYSIS_VERSION,
-                "kind": kind,
-                "question": chain.problem,
-                "model": self.model_info(),
-                "head": self.head_info(),
-                "head_note": self.hs.note,
-                "primary": self.primary,
-                "threshold": _r(self.threshold),
-                "methods": methods,
-                "settings": settings or {},
+            return self._analyze_chain(chain, kind, settings, extra)
+
+    def _analyze_chain(
+        self, chain: Chain, kind: str = "generated", settings: dict | None = None, extra: dict | None = None
+    ) -> dict[str, Any]:
+        # the caller holds self.lock
+        self.refresh_head()
+        methods = self.methods()
+        a: dict[str, Any] = {
+            "version": ANALYSIS_VERSION,
+            "kind": kind,
+            "question": chain.problem,
+            "model": self.model_info(),
+            "head": self.head_info(),
+            "head_note": self.hs.note,
+            "primary": self.primary,
+            "threshold": _r(self.threshold),
+            "methods": methods,
+            "settings": settings or {},
+            "answer": chain.answer,
+            "stop_reason": chain.meta.get("stop_reason"),
+            "verifier": None,
+            "row": {
+                "problem": chain.problem,
+                "steps": list(chain.steps),
                 "answer": chain.answer,
-                "stop_reason": chain.meta.get("stop_reason"),
-                "verifier": None,
-                "row": {
-                    "problem": chain.problem,
-                    "steps": list(chain.steps),
-                    "answer": chain.answer,
-                    "text": chain.text,
-                    "ids": list(chain.ids),
-                    "spans": [list(s) for s in chain.spans],
-                    "model": self.llm.name,
-                },
-                "steps": [],
-                "tokens": {"text": [], "prob": [], "entropy": [], "attn_local": []},
-                "attention": [],
-                "attribution": None,
-                **(extra or {}),
-            }
-            if not chain.spans or not chain.ids:
-                a["notes"] = ["The model wrote no steps to score."]
-                return a
-            scorers = self.scorers(methods)
-            per = {m: s.score([chain])[0] for m, s in scorers.items()}
-            x = self.cache.get(chain)
-            tok = self.llm.tokenizer
-            dtext = tok.decode(chain.ids, skip_special_tokens=False)
-            offs = token_char_offsets(tok, chain.ids)
-            probs = x.token_logprob.float().exp().tolist()
-            a["tokens"] = {
-                "text": [dtext[s:e] for s, e in offs],
-                "prob": [_r(p, 4) for p in probs],
-                "entropy": [_r(e, 4) for e in x.entropy.float().tolist()],
-                "attn_local": [_r(v, 4) for v in x.attn.sum(-1).mean(dim=(1, 2)).tolist()],
-            }
-            for k, (s, e) in enumerate(chain.spans):
-                a["steps"].append(
-                    {
-                        "index": k,
-                        "text": chain.steps[k],
-                        "body": step_body(chain.steps[k]),
-                        "span": [int(s), int(e)],
-                        "scores": {m: _r(per[m][k]) for m in methods},
-                    }
-                )
-                band = x.attn[s:e].mean(0)  # [L, H, w]
-                a["attention"].append([[[_r(v, 4) for v in hd] for hd in layer] for layer in band.tolist()])
-            if self.head is not None:
-                feats = token_features(restrict(x, self.head.spec), self.head.spec)
-                a["attribution"] = [
-                    attribution.explain(self.head, feats, chain.spans, k, self.llm) for k in range(len(chain.spans))
-                ]
+                "text": chain.text,
+                "ids": list(chain.ids),
+                "spans": [list(s) for s in chain.spans],
+                "model": self.llm.name,
+            },
+            "steps": [],
+            "tokens": {"text": [], "prob": [], "entropy": [], "attn_local": []},
+            "attention": [],
+            "attribution": None,
+            **(extra or {}),
+        }
+        if not chain.spans or not chain.ids:
+            a["notes"] = ["The model wrote no steps to score."]
             return a
+        scorers = self.scorers(methods)
+        per = {m: s.score([chain])[0] for m, s in scorers.items()}
+        x = self.cache.get(chain)
+        tok = self.llm.tokenizer
+        dtext = tok.decode(chain.ids, skip_special_tokens=False)
+        offs = token_char_offsets(tok, chain.ids)
+        probs = x.token_logprob.float().exp().tolist()
+        a["tokens"] = {
+            "text": [dtext[s:e] for s, e in offs],
+            "prob": [_r(p, 4) for p in probs],
+            "entropy": [_r(e, 4) for e in x.entropy.float().tolist()],
+            "attn_local": [_r(v, 4) for v in x.attn.sum(-1).mean(dim=(1, 2)).tolist()],
+        }
+        for k, (s, e) in enumerate(chain.spans):
+            a["steps"].append(
+                {
+                    "index": k,
+                    "text": chain.steps[k],
+                    "body": step_body(chain.steps[k]),
+                    "span": [int(s), int(e)],
+                    "scores": {m: _r(per[m][k]) for m in methods},
+                }
+            )
+            band = x.attn[s:e].mean(0)  # [L, H, w]
+            a["attention"].append([[[_r(v, 4) for v in hd] for hd in layer] for layer in band.tolist()])
+        if self.head is not None:
+            feats = token_features(restrict(x, self.head.spec), self.head.spec)
+            a["attribution"] = [
+                attribution.explain(self.head, feats, chain.spans, k, self.llm) for k in range(len(chain.spans))
+            ]
+        return a
 
     # ----- verifier ----------------------------------------------------------------------------
     def verifier(self, name: str) -> Scorer:
@@ -517,14 +536,18 @@ class Engine:
 
     def verify(self, analysis: dict[str, Any], name: str) -> dict[str, Any]:
         """Add the verifier's score and the combined score to each step of an analysis."""
+        with self.lock:
+            return self._verify(analysis, name)
+
+    def _verify(self, analysis: dict[str, Any], name: str) -> dict[str, Any]:
         name = name.strip()
         if not analysis.get("steps"):
             return analysis
-        with self.lock:
-            t0 = time.perf_counter()
-            scorer = self.verifier(name)
-            chain = self.chain_of(analysis)
-            ps = scorer.score([chain])[0]
+        # the caller holds self.lock
+        t0 = time.perf_counter()
+        scorer = self.verifier(name)
+        chain = self.chain_of(analysis)
+        ps = scorer.score([chain])[0]
         if len(ps) != len(analysis["steps"]):
             raise ValueError(f"the verifier gave {len(ps)} scores for {len(analysis['steps'])} steps")
         out = dict(analysis)
@@ -614,6 +637,21 @@ class LiveScorer:
         self.scores: list[dict[str, float]] = []
         self.tokens: list[list[dict[str, Any]]] = []
         self.t_scored: list[float] = []
+        self._offsets: list[tuple[int, int]] = []
+        self._offset_ids: list[int] = []
+
+    def offsets(self, ids: list[int]) -> list[tuple[int, int]]:
+        """``token_char_offsets`` of the fed ids, extended as they grow (the chain's start never changes)."""
+        n = len(self._offset_ids)
+        if ids[:n] != self._offset_ids:
+            self._offsets, self._offset_ids, n = [], [], 0
+        prev = self._offsets[-1][1] if self._offsets else 0
+        for i in range(n, len(ids)):
+            m = max(len(self.tok.decode(ids[: i + 1], skip_special_tokens=False)), prev)
+            self._offsets.append((prev, m))
+            prev = m
+        self._offset_ids = list(ids)
+        return list(self._offsets)
 
     def update(self, text: str, final: bool = False) -> dict[str, Any]:
         """The view of ``text`` (scoring newly complete steps first)."""
@@ -638,6 +676,7 @@ class LiveScorer:
             )
         return {
             "question": self.question,
+            "raw": text,
             "steps": steps,
             "answer": answer,
             "primary": self.engine.primary,
@@ -650,7 +689,7 @@ class LiveScorer:
         ids = list(cap.ids)
         if not ids or len(cap.attn) < len(ids):
             return
-        offsets = token_char_offsets(self.tok, ids)
+        offsets = self.offsets(ids)
         spans = spans_for(regions[: n_done + 1], offsets, astart)[:n_done]
         if len(spans) < n_done or any(b <= a for a, b in spans[len(self.scores) :]):
             return
