@@ -35,10 +35,10 @@ from ..steps import Chain, step_body
 from .base import Labeler, StepLabels, register
 from .checks import (
     CONF_ARITH_ERROR,
-    CONF_CORRECT_ANSWER,
     CONF_LAST_STEP_GUESS,
     NUM_RE,
     REL_TOL,
+    ChecksLabeler,
     answer_correct,
     arithmetic_errors,
     find_equations,
@@ -97,22 +97,17 @@ class ReferenceLabeler(Labeler):
     name = "reference"
 
     def label(self, chain: Chain, reference: str | None) -> StepLabels:
+        correct = answer_correct(chain.answer, reference)
+        if correct is None or correct or not chain.steps:
+            # no reference, or a correct answer: exactly the ``checks`` rules
+            got = ChecksLabeler().label(chain, reference)
+            return StepLabels(labels=got.labels, confidence=got.confidence, source=self.name, notes=got.notes)
         n = len(chain.steps)
         bodies = [step_body(s) for s in chain.steps]
         arith = [arithmetic_errors(b) for b in bodies]
         labels: list[int | None] = [None] * n
         conf = [0.0] * n
         notes = ["; ".join(f"wrong arithmetic: {e}" for e in errs) for errs in arith]
-        correct = answer_correct(chain.answer, reference)
-        if correct is None or not n:  # no reference: only the arithmetic says anything
-            first = next((i for i, e in enumerate(arith) if e), None)
-            if first is not None:
-                labels[first], conf[first] = 1, CONF_ARITH_ERROR
-            return StepLabels(labels=labels, confidence=conf, source=self.name, notes=notes)
-        if correct:
-            for i in range(n):
-                labels[i], conf[i] = (1, CONF_ARITH_ERROR) if arith[i] else (0, CONF_CORRECT_ANSWER)
-            return StepLabels(labels=labels, confidence=conf, source=self.name, notes=notes)
         vals = reference_numbers(chain.problem, str(reference))
         seen = numbers(chain.problem)
         first, why = None, ""
