@@ -13,8 +13,8 @@ import math
 
 import pytest
 import torch
-from conftest import build_tokenizer
 from safetensors.torch import save_file
+from tiny_models import build_tokenizer
 
 import uhead_viz.scorers.prm as prm_mod
 from uhead_viz.llm import InputError

@@ -39,7 +39,7 @@ def feats_for(llm, chain, spec=None):
 
 def other_llm(tokenizer, name: str, layers: int = 2, seed: int = 0):
     """A tiny Llama like conftest's, with a chosen depth and seed."""
-    from conftest import wrap
+    from tiny_models import wrap
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(
