@@ -1,0 +1,95 @@
+"""End to end with the real default model: `python app.py` as `make run` starts it, driven in Chromium.
+
+Slow (the model loads, then writes a chain on the CPU), so marked ``integration`` too.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import free_port, shot
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+QUESTION = "Tom has 3 boxes with 12 pencils in each box. He gives away 10 pencils. How many pencils does he have left?"
+LOAD_S = 900
+ANSWER_S = 900
+
+
+@pytest.fixture(scope="module")
+def real_app():
+    port = free_port()
+    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
+    log = open(ROOT / "tests" / "artifacts" / "real-app.log", "w") if (ROOT / "tests" / "artifacts").is_dir() else None
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log or subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + 300
+        while True:
+            assert proc.poll() is None, "app.py exited early"
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.time() < deadline, "the page was not served"
+            time.sleep(1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if log:
+            log.close()
+
+
+def test_real_model_end_to_end(browser, real_app):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = ctx.new_page()
+    page.set_default_timeout(ANSWER_S * 1000)
+    try:
+        page.goto(real_app)
+        page.wait_for_selector("#question textarea")
+        page.wait_for_selector("#uv-status .uv-pill:has-text('Model:')", timeout=LOAD_S * 1000)
+        status = page.inner_text("#uv-status")
+        assert "Qwen2.5-Coder-1.5B-Instruct" in status
+        page.fill("#question textarea", QUESTION)
+        t0 = time.time()
+        page.click("#solve")
+        page.wait_for_selector("#chain .uv-step[data-p]")  # the first step coloured while the rest streams
+        first_coloured = time.time() - t0
+        page.wait_for_selector("#chain .uv-answer")
+        page.wait_for_function("!document.querySelector('#chain .uv-progress')")
+        steps = page.query_selector_all("#chain .uv-step")
+        assert len(steps) >= 2
+        assert all(s.get_attribute("data-p") for s in steps)
+        assert "Traceback" not in page.inner_text("body")
+        shot(page, "real-model-ask")
+        steps[0].click()
+        page.get_by_role("tab", name="Why").click()
+        page.wait_for_selector("#fig-attn .js-plotly-plot")
+        assert "L27" in page.inner_text("#fig-attn")  # 28 layers of Qwen2.5-1.5B
+        shot(page, "real-model-why")
+        print(f"first step coloured {first_coloured:.1f} s after submit (under this machine's load)")
+    finally:
+        ctx.close()
+
+    from gradio_client import Client
+
+    from uhead_viz.examples import EXAMPLES
+
+    # an example question: answered from its stored result when `make examples` was run for this model
+    r = Client(real_app, verbose=False).predict(EXAMPLES[0]["question"], api_name="/analyze")
+    assert r["steps"] and all(r["primary"] in s["scores"] for s in r["steps"])
+    assert r["model"] == "Qwen2.5-Coder-1.5B-Instruct"
