@@ -181,7 +181,8 @@ def attribution_fig(a: dict[str, Any] | None, k: int | None, top: int = 12) -> g
     probs = a["tokens"]["prob"]
     items = [(toks[i], float(probs[i])) for i in range(s0, min(s1, len(toks))) if toks[i].strip()]
     items.sort(key=lambda t: t[1])
-    items = items[:top][::-1]
+    surprising = [t for t in items if t[1] < 0.995]  # tokens the model was sure of explain nothing
+    items = (surprising or items[:3])[:top][::-1]
     surprise = [-math.log(max(p, 1e-9)) for _, p in items]
     fig = go.Figure(
         go.Bar(

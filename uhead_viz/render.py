@@ -367,7 +367,7 @@ def compare_html(analysis: dict[str, Any] | None) -> str:
             n_dis += disagree
             flag = (
                 '<td class="uv-flagcell">disagree: '
-                + ("head flags it" if p >= thr else "verifier flags it")
+                + (f"{esc(method_label(primary))} flags it" if p >= thr else "verifier flags it")
                 + "</td>"
                 if disagree
                 else '<td class="uv-agree">agree</td>'
@@ -498,6 +498,10 @@ CSS = """
 .uv-compare table, .uv-report table { width: 100%; border-collapse: collapse; font-size: .93rem; }
 .uv-compare th, .uv-compare td, .uv-report th, .uv-report td { padding: .45rem .6rem;
   border-bottom: 1px solid var(--border-color-primary); text-align: left; }
+.uv-compare table, .uv-report table, .uv-compare th, .uv-compare td, .uv-report th, .uv-report td {
+  border-left: none !important; border-right: none !important; border-top: none !important; }
+.uv-compare th, .uv-report th { font-weight: 650; color: var(--body-text-color-subdued); font-size: .82rem;
+  text-transform: uppercase; letter-spacing: .04em; }
 .uv-compare tr.uv-disagree { background: rgba(253,174,97,.16); }
 .uv-flagcell { color: #b45309; font-weight: 600; white-space: nowrap; }
 .uv-agree { color: var(--body-text-color-subdued); }

@@ -38,6 +38,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+IDLE_JS = (
+    "(sel) => { const t = document.querySelector(sel + ' [data-testid=status-tracker]');"
+    " return !t || t.classList.contains('hide'); }"
+)
+
+
+def wait_idle(page, selector: str) -> None:
+    """Wait until the event feeding ``selector`` has finished, not only shown its last update.
+
+    A click that lands in between can be overwritten when the event completes."""
+    page.wait_for_function(IDLE_JS, arg=selector)
+
+
 def shot(page, name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"

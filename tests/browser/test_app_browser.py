@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import shot
+from conftest import shot, wait_idle
 
 Q = "Natalia sold 48 clips in April and half as many in May. How many clips did she sell?"
 
@@ -35,16 +35,6 @@ def wait_chain(page, question: str, n_steps: int = 3) -> None:
         arg=[question, n_steps],
     )
     wait_idle(page, "#chain")
-
-
-# the component's event has finished (Gradio hides its status tracker), not only shown its last update:
-# a click in between can be overwritten by the event's completion
-IDLE = "((sel) => { const t = document.querySelector(sel + ' [data-testid=status-tracker]');" \
-    " return !t || t.classList.contains('hide'); })("
-
-
-def wait_idle(page, selector: str) -> None:
-    page.wait_for_function(f"() => {IDLE}'{selector}')")
 
 
 def assert_no_traceback(page) -> None:
