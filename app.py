@@ -472,7 +472,7 @@ def build(holder: EngineHolder | None = None) -> gr.Blocks:
                             [[q] for q in ex.questions()],
                             inputs=[question],
                             label="Examples (GSM8K- and MATH-style; results computed ahead of time, shown at once)",
-                            example_labels=[f"{e['style']}: {render._short(e['question'], 70)}" for e in ex.EXAMPLES],
+                            example_labels=[f"{e['style']}: {render._short(e['question'], 46)}" for e in ex.EXAMPLES],
                             cache_examples=False,
                             api_visibility="private",
                         )

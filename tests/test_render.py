@@ -173,3 +173,9 @@ def test_figures():
     cmp = plots.compare_fig(a)
     names = [t.name for t in cmp.data]
     assert "disagreement" in names and len(cmp.data[names.index("disagreement")].x) == 2
+
+
+def test_step_tokens_can_leave_out_the_step_marker():
+    a = analysis()
+    assert [t["t"] for t in render.step_tokens(a, 0)] == ["Step 1:", " 1 + 1 = 2", "\n"]
+    assert [t["t"] for t in render.step_tokens(a, 0, body_only=True)] == [" 1 + 1 = 2", "\n"]

@@ -11,7 +11,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from .render import SCALE, heat_hex, method_label
+from .render import SCALE, heat_hex, method_label, step_tokens
 
 FONT = "Inter, Segoe UI, system-ui, -apple-system, Helvetica Neue, Arial, sans-serif"
 INK = "#1f2937"
@@ -174,12 +174,10 @@ def attribution_fig(a: dict[str, Any] | None, k: int | None, top: int = 12) -> g
         fig.update_xaxes(title="contribution to the head's logit (+ towards wrong)")
         return _layout(fig, f"What moved step {k + 1}'s score<br><sup>gradient × input of the head's logit</sup>",
                        height=max(320, 26 * len(groups) + 110))
-    toks = (a.get("tokens") or {}).get("text") or []
+    toks = step_tokens(a, k, body_only=True)
     if not toks:
         return empty_fig("No token data for this chain.", "What drove the score")
-    s0, s1 = steps[k]["span"]
-    probs = a["tokens"]["prob"]
-    items = [(toks[i], float(probs[i])) for i in range(s0, min(s1, len(toks))) if toks[i].strip()]
+    items = [(t["t"], float(t["p"])) for t in toks if t["t"].strip()]
     items.sort(key=lambda t: t[1])
     surprising = [t for t in items if t[1] < 0.995]  # tokens the model was sure of explain nothing
     items = (surprising or items[:3])[:top][::-1]

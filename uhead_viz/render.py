@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from typing import Any
 
 METHOD_LABELS = {
@@ -183,8 +184,11 @@ def _token_spans(tokens: list[dict[str, Any]], mode: str) -> str:
     return "".join(out)
 
 
-def step_tokens(analysis: dict[str, Any], k: int) -> list[dict[str, Any]]:
-    """Token dicts ``{"t", "p", "a"}`` of step k of a final analysis, with the attention feature scaled to [0, 1]."""
+def step_tokens(analysis: dict[str, Any], k: int, body_only: bool = False) -> list[dict[str, Any]]:
+    """Token dicts ``{"t", "p", "a"}`` of step k of a final analysis, with the attention feature scaled to [0, 1].
+
+    ``body_only`` leaves out the ``Step k:`` marker's tokens (near certain, and forced for
+    the first step), as the baselines do."""
     toks = analysis.get("tokens") or {}
     texts = toks.get("text") or []
     if not texts:
@@ -193,9 +197,18 @@ def step_tokens(analysis: dict[str, Any], k: int) -> list[dict[str, Any]]:
     att = toks.get("attn_local") or [0.0] * len(texts)
     lo, hi = (min(att), max(att)) if att else (0.0, 1.0)
     span = (hi - lo) or 1.0
-    return [
-        {"t": texts[i], "p": toks["prob"][i], "a": (att[i] - lo) / span} for i in range(a, min(b, len(texts)))
-    ]
+    out = [{"t": texts[i], "p": toks["prob"][i], "a": (att[i] - lo) / span} for i in range(a, min(b, len(texts)))]
+    if body_only:
+        marker = _MARKER.match(analysis["steps"][k].get("text", ""))
+        n, seen = 0, ""
+        while marker and n < len(out) - 1 and len(seen + out[n]["t"]) <= len(marker.group(0)):
+            seen += out[n]["t"]
+            n += 1
+        out = out[n:]
+    return out
+
+
+_MARKER = re.compile(r"^\s*(?:\*\*)?\s*Step\s*\d+\s*(?:\*\*)?\s*[:.)-]", re.IGNORECASE)
 
 
 def chain_html(
@@ -293,7 +306,7 @@ def step_detail_html(analysis: dict[str, Any] | None, k: int | None) -> str:
         names = ", ".join(f"{esc(g['name'])} ({'+' if g['value'] >= 0 else '−'}{abs(g['value']):.2f})" for g in top)
         why = f"<p>Features that moved the head most: {names}.</p>"
     else:
-        toks = step_tokens(analysis, k)
+        toks = step_tokens(analysis, k, body_only=True)
         if toks:
             worst = min(toks, key=lambda t: t["p"])
             why = (
@@ -326,7 +339,11 @@ def status_html(status: dict[str, Any] | None, loading: str | None = None, error
     ]
     head = status.get("head")
     if head:
-        parts.append(f'<span class="uv-pill uv-pill-ok">UHead: <b>{esc(head["path"])}</b> ({esc(head["mode"])})</span>')
+        where = "/".join(str(head.get("path") or "in memory").replace("\\", "/").split("/")[-2:])
+        parts.append(
+            f'<span class="uv-pill uv-pill-ok" title="{esc(head.get("path"))}">UHead: <b>{esc(where)}</b> '
+            f'({esc(head["mode"])} mode, threshold {fmt(head.get("threshold"))})</span>'
+        )
     else:
         parts.append(f'<span class="uv-pill">Colour: <b>{esc(method_label(status["primary"]))}</b></span>')
     out = f'<div class="uv-status">{"".join(parts)}</div>'
