@@ -75,7 +75,8 @@ def step_scores_fig(a: dict[str, Any] | None, selected: int | None = None) -> go
     fig.add_hline(y=thr, line_dash="dot", line_color="#d7191c", annotation_text=f"threshold {thr:.2f}",
                   annotation_position="top left", annotation_font_color="#d7191c")
     if selected is not None and 0 <= selected < len(steps):
-        fig.add_vrect(x0=selected - 0.5, x1=selected + 0.5, fillcolor="#fdae61", opacity=0.18, line_width=0)
+        fig.add_vrect(x0=selected - 0.5, x1=selected + 0.5, fillcolor="#fdae61", opacity=0.18, line_width=0,
+                      layer="below")
     fig.update_yaxes(range=[0, 1.05], title="P(step is wrong)")
     return _layout(fig, "Step scores", barmode="group", bargap=0.25)
 
@@ -101,7 +102,7 @@ def token_trace_fig(a: dict[str, Any] | None, selected: int | None = None) -> go
     for k, s in enumerate(_steps(a)):
         s0, s1 = s["span"]
         if k == selected:
-            fig.add_vrect(x0=s0 - 0.5, x1=s1 - 0.5, fillcolor="#fdae61", opacity=0.2, line_width=0)
+            fig.add_vrect(x0=s0 - 0.5, x1=s1 - 0.5, fillcolor="#fdae61", opacity=0.2, line_width=0, layer="below")
         fig.add_vline(x=s0 - 0.5, line_color="#9ca3af", line_width=1, line_dash="dash")
         fig.add_annotation(x=(s0 + s1 - 1) / 2, y=1.02, yref="paper", text=f"S{k + 1}", showarrow=False,
                            font={"size": 11, "color": MUTED})
