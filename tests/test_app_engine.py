@@ -77,7 +77,7 @@ def test_live_capture_matches_teacher_forcing(step_llm):
     torch.testing.assert_close(live.entropy, ref.entropy[:n], atol=1e-4, rtol=1e-3)
     torch.testing.assert_close(live.topk_probs, ref.topk_probs[:n], atol=1e-4, rtol=1e-3)
     # no hooks are left behind
-    assert not step_llm.model._forward_hooks and not step_llm.model._forward_pre_hooks
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in step_llm.model.modules())
 
 
 def test_stream_scores_each_step_when_complete_and_equals_the_final_pass(step_llm, no_checkpoints):
@@ -276,3 +276,16 @@ def test_stream_can_be_resumed_from_other_threads(step_llm):
     assert any(e and e["phase"] == "final" for e in events)
     assert eng.lock.acquire(timeout=1)  # released at the end, by a thread that did not take it
     eng.lock.release()
+
+
+def test_closing_the_stream_midway_stops_generation_and_frees_the_model(step_llm):
+    """What Gradio does when the user presses Stop: close() the generator."""
+    eng = Engine(step_llm)
+    gen = eng.stream(Q, max_new_tokens=80)
+    first = next(gen)
+    assert first["phase"] == "stream"
+    gen.close()
+    assert eng.lock.acquire(timeout=5)
+    eng.lock.release()
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in step_llm.model.modules())
+    assert eng.run(Q, max_new_tokens=80)["answer"] == "72"  # the next request runs normally
