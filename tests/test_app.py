@@ -21,14 +21,15 @@ class Evt:
 
 @pytest.fixture(scope="module")
 def engine(tokenizer, tmp_path_factory):
-    import os
-
     root = tmp_path_factory.mktemp("appcheck")
-    os.environ["UHEAD_VIZ_CHECKPOINTS"] = str(root)
-    eng = Engine(make_step_llm(tokenizer))
-    app.HOLDER = app.EngineHolder(engine=eng)
-    yield eng
-    os.environ.pop("UHEAD_VIZ_CHECKPOINTS", None)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("UHEAD_VIZ_CHECKPOINTS", str(root / "checkpoints"))
+        mp.setenv("UHEAD_VIZ_EXAMPLES", str(root / "examples"))
+        eng = Engine(make_step_llm(tokenizer))
+        holder = app.HOLDER
+        app.HOLDER = app.EngineHolder(engine=eng)
+        yield eng
+        app.HOLDER = holder
 
 
 def last(gen):

@@ -74,9 +74,12 @@ def browser():
         b.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def tiny_app(tmp_path_factory, tokenizer):
-    """The app on the tiny model, with stored examples built for it, served on a free port."""
+    """The app on the tiny model, with stored examples built for it, served on a free port.
+
+    Module-scoped: the environment it sets (its own checkpoints and examples folders) is
+    put back as soon as the module's tests are done, before any other test runs."""
     from app_support import make_step_llm
 
     root = tmp_path_factory.mktemp("app")
@@ -90,6 +93,7 @@ def tiny_app(tmp_path_factory, tokenizer):
 
     eng = Engine(make_step_llm(tokenizer))
     ex.build(eng, log=lambda *_: None)
+    holder = app.HOLDER
     demo = app.build(app.EngineHolder(engine=eng))
     port = free_port()
     app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
@@ -97,6 +101,7 @@ def tiny_app(tmp_path_factory, tokenizer):
         yield {"url": f"http://127.0.0.1:{port}/", "engine": eng, "root": root}
     finally:
         demo.close()
+        app.HOLDER = holder
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
