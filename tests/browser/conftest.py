@@ -10,15 +10,10 @@ screenshot is saved under ``tests/artifacts/`` (git-ignored).
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 from pathlib import Path
 
 import pytest
-
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-CHROMIUM = os.environ.get("UHEAD_VIZ_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-TIMEOUT_MS = 90_000
+from browser_support import CHROMIUM, TIMEOUT_MS, free_port, shot
 
 
 def pytest_configure(config):
@@ -30,32 +25,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.browser)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-IDLE_JS = (
-    "(sel) => { const t = document.querySelector(sel + ' [data-testid=status-tracker]');"
-    " return !t || t.classList.contains('hide'); }"
-)
-
-
-def wait_idle(page, selector: str) -> None:
-    """Wait until the event feeding ``selector`` has finished, not only shown its last update.
-
-    A click that lands in between can be overwritten when the event completes."""
-    page.wait_for_function(IDLE_JS, arg=selector)
-
-
-def shot(page, name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path
 
 
 @pytest.fixture(scope="session")

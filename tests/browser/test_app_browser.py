@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import shot, wait_idle
+from browser_support import shot, wait_idle
 
 Q = "Natalia sold 48 clips in April and half as many in May. How many clips did she sell?"
 

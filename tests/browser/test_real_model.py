@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_port, shot, wait_idle
+from browser_support import free_port, shot, wait_idle
 
 pytestmark = pytest.mark.integration
 
