@@ -49,7 +49,7 @@ from typing import Any
 
 import torch
 
-from .llm import LLM, InputError, clean_question
+from .llm import LLM, InputError, clean_question, pad_tails
 from .steps import step_body
 
 JUDGE_SYSTEM = "You are a meticulous math teacher who checks solutions one step at a time."
@@ -259,21 +259,14 @@ def step_correct_probs(
     out: list[float] = []
     for lo in range(0, len(prompt.tails), max(1, batch_rows)):
         tails = prompt.tails[lo : lo + max(1, batch_rows)]
-        b, width = len(tails), max(len(t) for t in tails)
         past = copy.deepcopy(shared_kv)
-        if b > 1:
-            past.batch_repeat_interleave(b)
-        ids = torch.full((b, width), pad, dtype=torch.long)
-        mask = torch.zeros((b, n_shared + width), dtype=torch.long)
-        mask[:, :n_shared] = 1
-        for i, t in enumerate(tails):
-            ids[i, width - len(t) :] = torch.tensor(t)
-            mask[i, n_shared + width - len(t) :] = 1
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, n_shared:]
+        if len(tails) > 1:
+            past.batch_repeat_interleave(len(tails))
+        ids, mask, pos = pad_tails(tails, n_shared, pad, device)
         forward = {
-            "input_ids": ids.to(device),
-            "attention_mask": mask.to(device),
-            "position_ids": pos.to(device),
+            "input_ids": ids,
+            "attention_mask": mask,
+            "position_ids": pos,
             "past_key_values": past,
             "use_cache": True,
         }

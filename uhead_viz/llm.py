@@ -146,16 +146,7 @@ class LLM:
                 past.batch_repeat_interleave(b)
         else:
             shared = 0
-        tails = [p[shared:] for p in prompts]
-        width = max(len(t) for t in tails)
-        ids = torch.full((b, width), pad, dtype=torch.long)
-        mask = torch.zeros((b, shared + width), dtype=torch.long)
-        mask[:, :shared] = 1
-        for i, t in enumerate(tails):
-            ids[i, width - len(t) :] = torch.tensor(t)
-            mask[i, shared + width - len(t) :] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+        ids, mask, pos = pad_tails([p[shared:] for p in prompts], shared, pad, device)
         res = self.model(
             input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True,
             logits_to_keep=1,
@@ -473,6 +464,25 @@ def load_llm(
     )
     logger.info("Loaded %s (%s) in %.1f s", display, source, time.time() - t0)
     return llm
+
+
+def pad_tails(
+    tails: list[list[int]], shared: int, pad: int, device: Any = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows ``[shared prefix][padding][own tail]`` over a cache of ``shared`` slots.
+
+    Returns (tail ids [B, W], attention mask [B, shared + W], position ids [B, W]): the mask
+    hides the padding and the positions skip it, so each row sees exactly its own tokens.
+    """
+    b, width = len(tails), max(len(t) for t in tails)
+    ids = torch.full((b, width), pad, dtype=torch.long)
+    mask = torch.zeros((b, shared + width), dtype=torch.long)
+    mask[:, :shared] = 1
+    for i, t in enumerate(tails):
+        ids[i, width - len(t) :] = torch.tensor(t)
+        mask[i, shared + width - len(t) :] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+    return ids.to(device), mask.to(device), pos.to(device)
 
 
 def _common_prefix(seqs: list[list[int]]) -> int:
