@@ -34,13 +34,10 @@ TARGET = 50.0
 
 
 def main() -> int:
-    from bench_uhead import GSM8K, gsm8k_chains
+    from bench_uhead import bench_chains, bench_head
 
-    from uhead_viz.jsonl import read_rows
     from uhead_viz.llm import load_llm
     from uhead_viz.scorers import InternalsCache, get_scorer
-    from uhead_viz.scoring import default_head, row_to_chain
-    from uhead_viz.uhead import UHead, load_head
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None)
@@ -51,23 +48,8 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     llm = load_llm(args.model)
-    if args.head:
-        head, where = load_head(args.head, llm), args.head
-    else:
-        head, why = default_head(llm)
-        where = "checkpoints"
-        if head is None:
-            head, where = UHead.for_llm(llm), f"UNTRAINED default-size head ({why}); timings are the same as trained"
-    head.eval()
-    if args.chains:
-        chains = []
-        for _, row, err in read_rows(args.chains):
-            if row is not None and not err:
-                chains.append(row_to_chain(row, llm))
-            if len(chains) >= args.limit:
-                break
-    else:
-        chains = gsm8k_chains(llm, GSM8K, args.limit)
+    head, where = bench_head(llm, args.head)
+    chains = bench_chains(llm, args.chains, args.limit)
     if not chains:
         sys.stdout.write("no chains to time\n")
         return 1

@@ -73,13 +73,41 @@ def timed(fn, *args):
     return out, time.perf_counter() - t0
 
 
+def bench_head(llm, folder: str | None):
+    """The head to time: ``folder``, else a matching one in checkpoints/, else an untrained one
+    of the default size (it costs the same). Returns (head, where it came from)."""
+    from uhead_viz.scoring import default_head
+    from uhead_viz.uhead import UHead, load_head
+
+    if folder:
+        return load_head(folder, llm).eval(), folder
+    head, why = default_head(llm)
+    if head is None:
+        return UHead.for_llm(llm).eval(), f"UNTRAINED default-size head ({why}); timings are the same as trained"
+    return head.eval(), "checkpoints"
+
+
+def bench_chains(llm, path: str | None, limit: int):
+    """Up to ``limit`` chains from a JSONL file (rows from generate, or problem + steps), else GSM8K solutions."""
+    from uhead_viz.jsonl import read_rows
+    from uhead_viz.scoring import row_to_chain
+
+    if not path:
+        return gsm8k_chains(llm, GSM8K, limit)
+    chains = []
+    for _, row, err in read_rows(path):
+        if row is not None and not err:
+            chains.append(row_to_chain(row, llm))
+        if len(chains) >= limit:
+            break
+    return chains
+
+
 def main() -> int:
     from uhead_viz.capture import teacher_force
     from uhead_viz.features import token_features
-    from uhead_viz.jsonl import read_rows
     from uhead_viz.llm import load_llm
-    from uhead_viz.scoring import default_head, row_to_chain
-    from uhead_viz.uhead import UHead, load_head
+    from uhead_viz.uhead import UHead
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None)
@@ -92,14 +120,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     llm = load_llm(args.model)
-    if args.head:
-        head, where = load_head(args.head, llm), args.head
-    else:
-        head, why = default_head(llm)
-        where = "checkpoints"
-        if head is None:
-            head, where = UHead.for_llm(llm), f"UNTRAINED default-size head ({why}); timings are the same as trained"
-    head.eval()
+    head, where = bench_head(llm, args.head)
     heads = {}
     for mode in ("step", "causal"):
         h = UHead(dataclasses.replace(head.config, mode=mode), spec=head.spec, base=head.base).eval()
@@ -107,15 +128,7 @@ def main() -> int:
         heads[mode] = h
     spec = head.spec
 
-    if args.chains:
-        chains = []
-        for _, row, err in read_rows(args.chains):
-            if row is not None and not err:
-                chains.append(row_to_chain(row, llm))
-            if len(chains) >= args.limit:
-                break
-    else:
-        chains = gsm8k_chains(llm, GSM8K, args.limit)
+    chains = bench_chains(llm, args.chains, args.limit)
     if not chains:
         sys.stdout.write("no chains to time\n")
         return 1
