@@ -11,6 +11,7 @@ generation and a teacher-forced pass of the same chain see the same logits.
 from __future__ import annotations
 
 import torch
+from tiny_models import tiny_config
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from uhead_viz.llm import ASSISTANT_PREFIX, LLM, _fingerprint
@@ -67,19 +68,7 @@ class StepScriptLM(LlamaForCausalLM):
 
 
 def make_step_llm(tokenizer, script: str = SCRIPT, seed: int = 0, name: str = "tiny-steps") -> LLM:
-    cfg = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        initializer_range=0.2,
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    cfg = tiny_config(LlamaConfig, tokenizer, max_position_embeddings=2048)
     torch.manual_seed(seed)
     model = StepScriptLM._from_config(cfg, attn_implementation="eager", dtype=torch.float32).eval()
     header = tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]

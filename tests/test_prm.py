@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 from safetensors.torch import save_file
-from tiny_models import build_tokenizer
+from tiny_models import SIZES, build_tokenizer
 
 import uhead_viz.scorers.prm as prm_mod
 from uhead_viz.llm import InputError
@@ -24,15 +24,6 @@ from uhead_viz.steps import chain_from_steps
 
 PROBLEM = "Natalia sold 48 clips in April and half as many in May. How many clips did she sell?"
 STEPS = ["48 / 2 = 24 clips in May.", "48 + 24 = 72 clips in all.", "So she sold 72 clips."]
-SIZES = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=1024,
-    initializer_range=0.2,
-)
 
 
 @pytest.fixture(autouse=True)

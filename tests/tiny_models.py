@@ -59,6 +59,29 @@ def build_tokenizer():
     return fast
 
 
+SIZES = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=1024,
+    initializer_range=0.2,
+)
+
+
+def tiny_config(cfg_cls, tokenizer, **over):
+    """A tiny config of ``cfg_cls`` for ``tokenizer`` (``over`` replaces any field)."""
+    kw = dict(
+        SIZES,
+        vocab_size=len(tokenizer),
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return cfg_cls(**{**kw, **over})
+
+
 def build_model(kind: str, tokenizer, seed: int = 0, attn: str = "eager", tie: bool = False):
     """A 2-layer random causal LM. A large init range makes its output depend on the prompt."""
     from transformers import (
@@ -69,20 +92,7 @@ def build_model(kind: str, tokenizer, seed: int = 0, attn: str = "eager", tie: b
     )
 
     cfg_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[kind]
-    cfg = cfg_cls(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        initializer_range=0.2,
-        tie_word_embeddings=tie,
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    cfg = tiny_config(cfg_cls, tokenizer, tie_word_embeddings=tie)
     torch.manual_seed(seed)
     model = model_cls._from_config(cfg, attn_implementation=attn, dtype=torch.float32)
     return model.eval()
