@@ -78,28 +78,26 @@ def tiny_app(tmp_path_factory, tokenizer):
                 os.environ[k] = v
 
 
-@pytest.fixture(scope="module")
-def page(browser, tiny_app):
-    """One page for a module's tests (loading Gradio's front end is the costly part on a busy CPU)."""
+def _open_page(browser, url: str):
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
     pg = ctx.new_page()
     pg.set_default_timeout(TIMEOUT_MS)
-    pg.goto(tiny_app["url"])
+    pg.goto(url)
     pg.wait_for_selector("#question textarea")
     yield pg
     ctx.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, tiny_app):
+    """One page for a module's tests (loading Gradio's front end is the costly part on a busy CPU)."""
+    yield from _open_page(browser, tiny_app["url"])
 
 
 @pytest.fixture
 def fresh_page(browser, tiny_app):
     """A page of its own, for a test that needs the components in their first state."""
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = ctx.new_page()
-    pg.set_default_timeout(TIMEOUT_MS)
-    pg.goto(tiny_app["url"])
-    pg.wait_for_selector("#question textarea")
-    yield pg
-    ctx.close()
+    yield from _open_page(browser, tiny_app["url"])
 
 
 @pytest.hookimpl(hookwrapper=True)
