@@ -76,8 +76,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     from .labels import get_labeler
     from .steps import Chain
 
-    kw: dict[str, Any] = {}
-    labeler = get_labeler(args.labeler, **kw)
+    labeler = get_labeler(args.labeler)
     refs = load_references(args.references)
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
