@@ -17,6 +17,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from .jsonl import ResumableWriter, read_rows
 from .llm import InputError
 
@@ -83,7 +85,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     for path in _files(args.input):
         n_new = n_wrong = n_fine = 0
         with ResumableWriter(out_dir / path.name) as w:
-            for row in _rows([path]):
+            for row in tqdm(_rows([path]), desc=f"label {path.name}", unit="chain"):
                 if str(row.get("id")) in w.done:
                     continue
                 steps = row.get("steps")
