@@ -8,7 +8,7 @@ EXTRA_STAMP := $(VENV)/.models-extra-stamp
 
 DATA ?= ../shared/data
 CHAIN_SHARD_SIZE ?= 200
-CHAIN_SHARDS ?= 0 1 2 3 4
+CHAIN_SHARDS ?= 0 1 2 3 4 5 6 7
 
 .PHONY: run test unit setup examples models models-all bench accuracy chains labels features train lint clean-cache
 
