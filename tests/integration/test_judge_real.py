@@ -44,3 +44,23 @@ def test_wrong_arithmetic_step_is_judged_less_likely_correct(llm):
     assert scorer.label == "LLM judge (Qwen2.5-Coder-1.5B-Instruct, self)"
     p_error = scorer.score([chain])[0]
     assert len(p_error) == 2 and all(0.0 <= p <= 1.0 for p in p_error)
+
+
+def test_combined_multiplies_head_and_judge_on_the_real_model(llm):
+    """The shipped head and the self-judge, combined as in the paper, on a chain with one wrong step."""
+    from uhead_viz.scorers.combined import combine
+    from uhead_viz.scoring import build_scorers, default_head, row_to_chain
+
+    head, why = default_head(llm)
+    assert head is not None, why
+    chain = row_to_chain({"id": "natalia", "problem": NATALIA, "steps": STEPS}, llm)
+    scorers = build_scorers(llm, ["uhead", "judge", "combined"], head)
+    assert scorers["combined"].label == "UHead x LLM judge (Qwen2.5-Coder-1.5B-Instruct, self)"
+    got = {name: s.score([chain])[0] for name, s in scorers.items()}
+    assert all(len(v) == 2 and all(0.0 <= p <= 1.0 for p in v) for v in got.values()), got
+    for k in range(2):
+        assert got["combined"][k] == pytest.approx(combine(got["uhead"][k], got["judge"][k]), abs=1e-6)
+        assert got["combined"][k] >= max(got["uhead"][k], got["judge"][k]) - 1e-6
+    # scored on its own (a fresh cache) it computes both parts itself and agrees
+    alone = build_scorers(llm, ["combined"], head)["combined"].score([chain])[0]
+    assert alone == pytest.approx(got["combined"], abs=1e-4)
