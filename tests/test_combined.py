@@ -129,3 +129,33 @@ def test_bad_verifiers_are_refused(verifier):
         with pytest.raises(InputError):
             combined_method(bad)
     assert combined_method("combined") is Combined
+
+
+def test_score_command_takes_prm_and_combined_methods(tmp_path, llama_llm, head, monkeypatch):
+    """`python -m uhead_viz score --methods prm:<folder>,combined:prm:<folder>` registers both on the way."""
+    import json
+
+    from test_prm import build_family
+
+    from uhead_viz import llm as llm_mod
+    from uhead_viz.cli import main
+    from uhead_viz.uhead import save_head
+
+    monkeypatch.setattr(llm_mod, "load_llm", lambda name=None, **kw: llama_llm)
+    folder = build_family("trl", tmp_path)
+    save_head(head, tmp_path / "head")
+    src, out = tmp_path / "chains.jsonl", tmp_path / "scored.jsonl"
+    src.write_text(json.dumps({"id": "natalia", "problem": PROBLEM, "steps": STEPS}) + "\n", encoding="utf-8")
+    methods = f"uhead,prm:{folder},combined:prm:{folder}"
+    try:
+        args = ["score", "--input", str(src), "--output", str(out), "--methods", methods, "--head", str(tmp_path / "head")]
+        assert main([*args, "--prm-family", "trl"]) == 0
+    finally:
+        for n in [n for n in SCORERS if ":" in n]:
+            del SCORERS[n]
+    row = json.loads(out.read_text(encoding="utf-8"))
+    scores = row["scores"]
+    assert set(scores) == {"uhead", f"prm:{folder}", f"combined:prm:{folder}"}
+    for k in range(3):
+        want = combine(scores["uhead"][k], scores[f"prm:{folder}"][k])
+        assert scores[f"combined:prm:{folder}"][k] == pytest.approx(want, abs=1e-5)

@@ -94,7 +94,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     from .scoring import build_scorers, default_head, score_file
     from .uhead import load_head, read_config
 
-    methods, _ = resolve_methods(args.methods)  # default: the head and every method that is not opt-in
+    # default: the head and every method that is not opt-in; prm:<id> and combined:<verifier> register here
+    methods, _ = resolve_methods(args.methods, args.prm_family, args.trust_remote_code)
     if not Path(args.input).is_file():
         raise InputError(f"No input file {args.input}: give chains as JSONL (from generate, or problem + steps rows).")
     if args.head:
@@ -148,10 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("score", help="score each step of chains with the uncertainty head and baselines")
     sc.add_argument("--input", required=True, help="JSONL of chains: rows from generate, or {id, problem, steps}")
     sc.add_argument("--output", required=True, help="JSONL to append scored rows to; ids already there are skipped")
-    sc.add_argument("--methods", default=None, help="comma-separated (default: all; uhead is dropped if no head fits)")
+    sc.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated: default (head + baselines), all (adds judge, combined), names, prm:<id>, "
+        "combined:<verifier>; uhead is dropped if no head fits",
+    )
     sc.add_argument("--head", default=None, help="head checkpoint folder (default: a matching one in checkpoints/)")
     sc.add_argument("--model", default=None, help="packaged name, local folder or hub id")
     sc.add_argument("--allow-other-build", action="store_true", help="use a head trained on another build of the model")
+    sc.add_argument("--prm-family", default=None, help="family of prm:<id> methods whose family is not detected")
+    sc.add_argument("--trust-remote-code", action="store_true", help="allow PRMs that ship their own model code")
     sc.add_argument("--batch-size", type=int, default=8)
     sc.add_argument("--limit", type=int, default=0, help="only the first N rows")
     sc.set_defaults(func=cmd_score)
