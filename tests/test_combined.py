@@ -148,8 +148,8 @@ def test_score_command_takes_prm_and_combined_methods(tmp_path, llama_llm, head,
     src.write_text(json.dumps({"id": "natalia", "problem": PROBLEM, "steps": STEPS}) + "\n", encoding="utf-8")
     methods = f"uhead,prm:{folder},combined:prm:{folder}"
     try:
-        args = ["score", "--input", str(src), "--output", str(out), "--methods", methods, "--head", str(tmp_path / "head")]
-        assert main([*args, "--prm-family", "trl"]) == 0
+        args = ["score", "--input", str(src), "--output", str(out), "--methods", methods]
+        assert main([*args, "--head", str(tmp_path / "head"), "--prm-family", "trl"]) == 0
     finally:
         for n in [n for n in SCORERS if ":" in n]:
             del SCORERS[n]
