@@ -86,7 +86,7 @@ def test_restrict_matches_narrow_capture(llama_llm):
 
 
 # ----- the model ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("mode,pool", [("step", "mean"), ("causal", "mean"), ("causal", "last")])
+@pytest.mark.parametrize("mode,pool", [("step", "mean"), ("causal", "mean"), ("causal", "max"), ("causal", "last")])
 def test_parameter_count_for_qwen_1_5b_features(mode, pool):
     n = feature_dim(28, 12, CaptureSpec())
     assert n == 1680 + 4 + 2
@@ -96,7 +96,7 @@ def test_parameter_count_for_qwen_1_5b_features(mode, pool):
     assert logits.shape == (3,)
 
 
-@pytest.mark.parametrize("mode,pool", [("step", "mean"), ("causal", "mean"), ("causal", "last")])
+@pytest.mark.parametrize("mode,pool", [("step", "mean"), ("causal", "mean"), ("causal", "max"), ("causal", "last")])
 def test_later_steps_do_not_change_earlier_scores(mode, pool):
     torch.manual_seed(0)
     head = UHead(UHeadConfig(n_features=12, mode=mode, pool=pool, **SMALL)).eval()

@@ -155,7 +155,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     examples = load_examples(rows, store)
     cfg = TrainConfig(
         d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, d_ff=args.d_ff, dropout=args.dropout,
-        mode=args.mode, lr=args.lr, weight_decay=args.weight_decay, max_epochs=args.epochs, patience=args.patience,
+        mode=args.mode, pool=args.pool, lr=args.lr, weight_decay=args.weight_decay, max_epochs=args.epochs,
+        patience=args.patience,
         seed=args.seed, batch_size=args.batch_size, after_error_weight=args.after_error_weight,
         val_fraction=args.val_fraction,
     )
@@ -200,6 +201,7 @@ def add_parsers(sub: Any) -> None:
             p.add_argument("--d-ff", type=int, default=d.d_ff)
             p.add_argument("--dropout", type=float, default=d.dropout)
             p.add_argument("--mode", choices=("causal", "step"), default=d.mode)
+            p.add_argument("--pool", choices=("mean", "max", "last"), default=d.pool, help="causal mode: step pooling")
             p.add_argument("--lr", type=float, default=d.lr)
             p.add_argument("--weight-decay", type=float, default=d.weight_decay)
             p.add_argument("--epochs", type=int, default=d.max_epochs)

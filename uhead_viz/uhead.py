@@ -63,13 +63,13 @@ class UHeadConfig:
     d_ff: int = 1024
     dropout: float = 0.1
     mode: str = "step"  # "step" | "causal"
-    pool: str = "mean"  # "mean" | "last" (causal mode only; step mode always mean-pools)
+    pool: str = "mean"  # "mean" | "max" | "last" (causal mode only; step mode always mean-pools)
 
     def __post_init__(self) -> None:
         if self.mode not in ("step", "causal"):
             raise ValueError(f"mode must be 'step' or 'causal', not {self.mode!r}")
-        if self.pool not in ("mean", "last"):
-            raise ValueError(f"pool must be 'mean' or 'last', not {self.pool!r}")
+        if self.pool not in ("mean", "max", "last"):
+            raise ValueError(f"pool must be 'mean', 'max' or 'last', not {self.pool!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
 
@@ -187,6 +187,10 @@ class UHead(nn.Module):
         if self.config.pool == "last":
             last = (((pos + 1) * steps).amax(-1) - 1).clamp(min=0)  # [B, S]
             pooled = torch.gather(h, 1, last.unsqueeze(-1).expand(b, s, h.shape[-1]))
+        elif self.config.pool == "max":  # one odd token (a slip, a surprising number) can carry the step
+            neg = torch.finfo(h.dtype).min
+            pooled = h[:, None].masked_fill(~steps[..., None], neg).amax(2)  # [B, S, d]
+            pooled = pooled.masked_fill(~present[..., None], 0.0)
         else:
             sf = steps.to(h.dtype)
             pooled = torch.einsum("bst,btd->bsd", sf, h) / sf.sum(-1, keepdim=True).clamp(min=1)
