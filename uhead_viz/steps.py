@@ -13,6 +13,23 @@ from typing import Any
 
 STEP_RE = re.compile(r"^\s*(?:\*\*)?\s*Step\s*(\d+)\s*(?:\*\*)?\s*[:.)-]", re.IGNORECASE)
 ANSWER_RE = re.compile(r"^\s*(?:\*\*)?\s*(?:Final\s+)?Answer\s*(?:\*\*)?\s*[:：]\s*(.*)$", re.IGNORECASE)
+# C0 controls other than tab, newline and carriage return, and DEL: never meaningful in a
+# question or a step, and NUL in particular breaks HTML and some terminals downstream.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# A lone UTF-16 surrogate is valid in a Python str (JSON's "\\ud800" escape makes one) but
+# not in UTF-8: the tokenizer refuses it with a TypeError and writing it to a file fails.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def fix_surrogates(text: str) -> str:
+    """``text`` with lone surrogates replaced by U+FFFD, so it can be tokenized and written as UTF-8."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def clean_text(text: str) -> str:
+    """Text a person typed, made safe to tokenize and display: control characters dropped
+    (tab, newline and carriage return kept) and lone surrogates replaced."""
+    return fix_surrogates(_CONTROL.sub("", text))
 
 
 @dataclass
@@ -158,6 +175,16 @@ def format_steps(steps: list[str], answer: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def special_ids(tokenizer: Any) -> set[int]:
+    """Ids of the tokenizer's special tokens (``<|im_start|>``, ``<|endoftext|>``...): chat
+    structure that text a person wrote must never turn into."""
+    ids = {int(i) for i in getattr(tokenizer, "all_special_ids", []) or []}
+    for i, tok in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
+        if getattr(tok, "special", False):
+            ids.add(int(i))
+    return ids
+
+
 def chain_from_steps(
     tokenizer: Any, problem: str, prompt_ids: list[int], steps: list[str], answer: str | None = None, **meta: Any
 ) -> Chain:
@@ -166,6 +193,9 @@ def chain_from_steps(
     Step boundaries come from the list itself (not from re-splitting), so a multi-line
     step stays one step.
     """
+    steps = [fix_surrogates(s) for s in steps]
+    if answer is not None:
+        answer = fix_surrogates(str(answer))
     text = format_steps(steps, answer)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True)
     ids = list(enc["input_ids"])
