@@ -24,7 +24,7 @@ import torch
 
 from . import attention
 from .packs import DEFAULT_PACK, PACKS, PackError, cache_dir, ensure_converted
-from .steps import ANSWER_RE, STEP_RE, Chain, chain_from_ids
+from .steps import ANSWER_RE, STEP_RE, Chain, chain_from_ids, clean_text
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,16 @@ class LLM:
     @property
     def n_heads(self) -> int:
         return int(self.model.config.num_attention_heads)
+
+    @property
+    def context(self) -> int | None:
+        """How many positions the model was trained to read (``max_position_embeddings``), if it says.
+
+        Past it, rotary positions the model never saw give meaningless text and scores, so
+        generation stops there and longer chains are refused.
+        """
+        n = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        return int(n) if isinstance(n, int) and n > 0 else None
 
     # ----- prompt -----------------------------------------------------------------
     def prompt_ids(self, question: str, system_prompt: str = SYSTEM_PROMPT) -> list[int]:
@@ -163,9 +173,14 @@ class LLM:
         on_token: Callable[[int, str], None] | None = None,
         progress: bool = False,
     ) -> list[Chain]:
-        """Generate one chain per question in a single batch."""
+        """Generate one chain per question in a single batch.
+
+        ``max_new_tokens`` is cut (with a warning) where it would run past the model's
+        context; a question that leaves no room at all is refused with InputError.
+        """
         prompts = [self.prompt_ids(q) for q in questions]
         prefix = self.tokenizer(ASSISTANT_PREFIX, add_special_tokens=False)["input_ids"]
+        max_new_tokens = self.room(max(len(p) for p in prompts) + len(prefix), max_new_tokens)
         results: list[Chain | None] = [None] * len(questions)
         for i, ids, reason in decode(
             self, prompts, max_new_tokens, temperature, seed, on_token, progress, prefix=prefix
@@ -174,6 +189,22 @@ class LLM:
                 self.tokenizer, questions[i], prompts[i], ids, stop_reason=reason, model=self.name
             )
         return [r for r in results if r is not None]
+
+    def room(self, n_prompt: int, max_new_tokens: int) -> int:
+        """``max_new_tokens``, cut to what fits after ``n_prompt`` tokens in the model's context."""
+        ctx = self.context
+        if ctx is None or n_prompt + max_new_tokens <= ctx:
+            return max_new_tokens
+        if n_prompt >= ctx:
+            raise InputError(
+                f"The question is {n_prompt:,} tokens long with the prompt; {self.name} reads at most {ctx:,}. "
+                "Shorten it."
+            )
+        logger.warning(
+            "max_new_tokens %d would run past %s's context of %d tokens (the prompt takes %d); writing at most %d",
+            max_new_tokens, self.name, ctx, n_prompt, ctx - n_prompt,
+        )
+        return ctx - n_prompt
 
     def stream(
         self, question: str, max_new_tokens: int = 320, temperature: float = 0.0, seed: int = 0
@@ -205,10 +236,11 @@ class LLM:
 
 
 def clean_question(question: str) -> str:
-    """Refuse empty or over-long questions; drop NUL and other control characters."""
+    """Refuse empty or over-long questions; drop NUL and other control characters and
+    replace lone surrogates (which the tokenizer refuses)."""
     if not isinstance(question, str):
         raise InputError("The question must be text.")
-    q = re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", "", question).strip()
+    q = clean_text(question).strip()
     if not q:
         raise InputError("The question is empty. Type a math problem to solve.")
     if len(q) > MAX_QUESTION_CHARS:
