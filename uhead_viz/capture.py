@@ -265,18 +265,19 @@ def teacher_force(
             part = ids[:, s : s + chunk]
             res = model(input_ids=part, past_key_values=past, use_cache=True)
             past = res.past_key_values
-            if last_logits is None:  # resumed: the first position repeats the trunk's last shared token
-                logits = res.logits[:, :-1, :]
-                targets = part[0, 1:]
-            else:
-                # logits that produced this chunk's tokens: previous position's, shifted by one
-                logits = torch.cat([last_logits[:, None, :], res.logits[:, :-1, :]], dim=1)
-                targets = part[0]
-            last_logits = res.logits[:, -1, :]
-            tk, tl, en = prob_features(logits[0], targets, spec.top_k)
+            # the logits that produced this chunk's tokens: the previous position's, shifted by one
+            # (no concatenated copy: a chunk's logits are the biggest tensor of the pass)
+            if last_logits is not None:
+                tk, tl, en = prob_features(last_logits, part[0, :1], spec.top_k)
+                topks.append(tk)
+                toks.append(tl)
+                ents.append(en)
+            # (resumed: the first position repeats the trunk's last shared token, so it has no row)
+            tk, tl, en = prob_features(res.logits[0, :-1], part[0, 1:], spec.top_k)
             topks.append(tk)
             toks.append(tl)
             ents.append(en)
+            last_logits = res.logits[:, -1, :]
     attn = rec.stacked_attn()[0]
     hidden = {li: torch.cat([h[0] for h in rec.hidden[li]], dim=0) for li in rec.hidden} if rec.hidden else {}
     new = Internals(

@@ -45,14 +45,24 @@ from .jsonl import RowError, read_rows
 from .llm import ASSISTANT_PREFIX, InputError, clean_question
 from .render import method_label
 from .scorers import SCORERS, InternalsCache, Scorer, available, get_scorer
-from .scoring import checkpoint_dirs, default_head, row_to_chain
-from .steps import STEP_RE, Chain, chain_from_steps, spans_for, split_text, step_body, token_char_offsets
+from .scoring import checkpoint_dirs, default_head, length_problem, row_to_chain
+from .steps import (
+    STEP_RE,
+    Chain,
+    chain_from_steps,
+    clean_text,
+    spans_for,
+    split_text,
+    step_body,
+    token_char_offsets,
+)
 
 logger = logging.getLogger(__name__)
 
 ANALYSIS_VERSION = 1
 # Best first: which unsupervised baseline colours the chain when no trained head fits the model.
 BASELINE_PREFERENCE = ("minprob", "mean_entropy", "maxprob", "max_entropy", "perplexity", "seqprob")
+MIN_NEW_TOKENS, MAX_NEW_TOKENS = 8, 2048  # what one request may ask the app to write
 MAX_PASTE_STEPS = 60
 MAX_PASTE_CHARS = 20_000
 MAX_DATASET_ROWS = int(os.environ.get("UHEAD_VIZ_MAX_ROWS", "1000"))
@@ -363,8 +373,7 @@ class Engine:
         ``{"phase": "verified", "analysis": ...}``.
         """
         question = clean_question(question)
-        max_new_tokens = int(min(max(int(max_new_tokens), 8), 2048))
-        temperature = float(min(max(float(temperature), 0.0), 2.0))
+        max_new_tokens, temperature, notes = request_settings(max_new_tokens, temperature)
         self.lock.acquire()
         try:
             self.refresh_head()
@@ -420,6 +429,8 @@ class Engine:
             analysis = self._analyze_chain(chain, kind="generated", settings=settings)
             analysis["timing"] = {"generate_s": _r(gen_s, 2), "final_s": _r(time.perf_counter() - t0 - gen_s, 2)}
             analysis["live_scores"] = live.scores_list()
+            if notes:
+                analysis["notes"] = notes + analysis.get("notes", [])
             yield {"phase": "final", "analysis": analysis, "t": time.perf_counter() - t0}
             if verifier:
                 analysis = self._verify(analysis, verifier)
@@ -569,10 +580,14 @@ class Engine:
 
     # ----- pasted chains -----------------------------------------------------------------------
     def analyze_pasted(self, problem: str, steps_text: str, answer: str | None = None) -> dict[str, Any]:
+        """Score steps written elsewhere (InputError, with a message, for what cannot be scored)."""
         problem = clean_question(problem)
         steps, ans = parse_steps(steps_text)
-        answer = (answer or "").strip() or ans
-        chain = chain_from_steps(self.llm.tokenizer, problem, self.llm.prompt_ids(problem), steps, answer)
+        answer = clean_text(answer).strip() if isinstance(answer, str) else ""
+        chain = chain_from_steps(self.llm.tokenizer, problem, self.llm.prompt_ids(problem), steps, answer or ans)
+        why = length_problem(chain, self.llm)
+        if why is not None:
+            raise InputError(why[0].upper() + why[1:])
         return self.analyze_chain(chain, kind="pasted")
 
     # ----- files -------------------------------------------------------------------------------
@@ -766,6 +781,29 @@ def _head_sha(path: str | None) -> str | None:
         return None
 
 
+def request_settings(max_new_tokens: Any, temperature: Any) -> tuple[int, float, list[str]]:
+    """The generation settings a request may use, and a note for each one moved into range.
+
+    Out-of-range values are clamped rather than refused (a slider or a script may overshoot),
+    and the notes go into the analysis so the caller sees what was used; values that are
+    not numbers at all are refused with InputError.
+    """
+    try:
+        tokens = float(max_new_tokens)
+        temp = float(temperature)
+    except (TypeError, ValueError) as e:
+        raise InputError("max_new_tokens and temperature must be numbers.") from e
+    notes: list[str] = []
+    used_tokens = int(min(max(tokens, MIN_NEW_TOKENS), MAX_NEW_TOKENS)) if not math.isnan(tokens) else 320
+    if used_tokens != tokens:
+        notes.append(f"max_new_tokens {max_new_tokens} is not a whole number in {MIN_NEW_TOKENS}-{MAX_NEW_TOKENS}: "
+                     f"used {used_tokens}.")
+    used_temp = min(max(temp, 0.0), 2.0) if not math.isnan(temp) else 0.0
+    if used_temp != temp:
+        notes.append(f"temperature {temperature} is not in 0-2: used {used_temp}.")
+    return used_tokens, used_temp, notes
+
+
 def parse_steps(text: str) -> tuple[list[str], str | None]:
     """Steps written elsewhere: ``Step k:`` lines (continuation lines join their step), else
     paragraphs when blank lines separate them, else one step per line. An ``Answer:`` line
@@ -774,7 +812,7 @@ def parse_steps(text: str) -> tuple[list[str], str | None]:
         raise InputError("Paste at least one step.")
     if len(text) > MAX_PASTE_CHARS:
         raise InputError(f"The steps are {len(text):,} characters long; the limit is {MAX_PASTE_CHARS:,}.")
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = clean_text(text).replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")
     if any(STEP_RE.match(ln) for ln in lines):
         regions, answer, _ = split_text(text)
@@ -826,7 +864,8 @@ def read_dataset(path: str | Path) -> tuple[list[tuple[int, dict[str, Any]]], li
         raise InputError("The file is empty. Upload a JSON list or JSON Lines file of chains.")
     if size > MAX_UPLOAD_BYTES:
         raise InputError(
-            f"The file is {size / 1e6:.1f} MB; the limit is {MAX_UPLOAD_BYTES / 1e6:.0f} MB. Split it into parts."
+            f"The file is {size:,} bytes ({size / 2**20:.1f} MB); the limit is {MAX_UPLOAD_BYTES:,} bytes "
+            f"({MAX_UPLOAD_BYTES / 2**20:g} MB). Split it into parts."
         )
     head = p.read_bytes()[:4096]
     if b"\x00" in head:
