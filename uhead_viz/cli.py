@@ -34,7 +34,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from .llm import load_llm
 
-    if not args.question and not args.input:
+    if args.question is None and not args.input:
         raise InputError("Give --question TEXT, or --input questions.jsonl with --output chains.jsonl.")
     if args.input and not args.output:
         raise InputError("--input needs --output, the JSONL file to write chains to.")

@@ -38,13 +38,20 @@ def _files(patterns: list[str]) -> list[Path]:
     return out
 
 
-def _rows(paths: list[Path]) -> list[dict[str, Any]]:
+def _rows(paths: list[Path], ids: bool = False) -> list[dict[str, Any]]:
+    """Every readable row of ``paths`` (bad lines logged and skipped).
+
+    With ``ids``, a row without an ``id`` gets ``<file stem>-<line - 1>``, as ``generate``
+    and ``score`` give it, so a resumed run can tell it is done instead of repeating it.
+    """
     rows = []
     for p in paths:
         for lineno, row, err in read_rows(p):
             if err or row is None:
                 logger.warning("Skipping %s line %d: %s", p, lineno, err)
             else:
+                if ids and row.get("id") is None:
+                    row = {**row, "id": f"{p.stem}-{lineno - 1}"}
                 rows.append(row)
     return rows
 
@@ -74,32 +81,49 @@ def load_references(path: str | None) -> dict[str, str]:
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    """Label every step of every chain; one output file per input file, resumable by row id."""
+    """Label every step of every chain; one output file per input file, resumable by row id.
+
+    A chain the labeler cannot label (an API judge whose retries are spent, say) is logged
+    by id and left out of the output, and the run goes on with the next chain; a rerun of
+    the same command tries exactly the chains left out. The exit status is 1 when any
+    chain was left out. A configuration error (a wrong key or URL) stops the run at once,
+    since every chain would fail the same way.
+    """
     from .labels import get_labeler
+    from .labels.api_judge import JudgeConfigError
     from .steps import Chain
 
     labeler = get_labeler(args.labeler)
     refs = load_references(args.references)
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    failed: list[str] = []
     for path in _files(args.input):
         n_new = n_wrong = n_fine = 0
         with ResumableWriter(out_dir / path.name) as w:
-            for row in tqdm(_rows([path]), desc=f"label {path.name}", unit="chain"):
+            for row in tqdm(_rows([path], ids=True), desc=f"label {path.name}", unit="chain"):
                 if str(row.get("id")) in w.done:
                     continue
                 steps = row.get("steps")
-                if not isinstance(steps, list) or not steps:
-                    logger.warning("Skipping row %s of %s: no steps", row.get("id"), path)
+                if not isinstance(steps, list) or not steps or not all(isinstance(x, str) for x in steps):
+                    logger.warning("Skipping row %s of %s: no list of steps", row.get("id"), path)
                     continue
                 reference = row.get("reference") or refs.get(_question(row))
                 if reference is None:
                     logger.warning("Row %s has no reference solution; only its arithmetic is checked", row.get("id"))
+                answer = row.get("answer")
                 chain = Chain(
-                    problem=_question(row), steps=list(steps), answer=row.get("answer"), text=row.get("text", ""),
-                    prompt_ids=[], ids=[], spans=[], meta={},
+                    problem=_question(row), steps=list(steps), answer=answer if isinstance(answer, str) else None,
+                    text=str(row.get("text", "")), prompt_ids=[], ids=[], spans=[], meta={},
                 )
-                lab = labeler.label(chain, reference)
+                try:
+                    lab = labeler.label(chain, reference)
+                except JudgeConfigError:
+                    raise
+                except InputError as e:  # this chain only (e.g. JudgeError: the judge's retries are spent)
+                    logger.error("Could not label row %s of %s: %s", row.get("id"), path.name, e)
+                    failed.append(f"{path.name}:{row.get('id')}")
+                    continue
                 w.write(
                     {
                         **row,
@@ -113,6 +137,13 @@ def cmd_label(args: argparse.Namespace) -> int:
                 n_wrong += sum(x == 1 for x in lab.labels)
                 n_fine += sum(x == 0 for x in lab.labels)
         logger.info("%s: %d chains labelled now (%d wrong, %d fine steps)", path.name, n_new, n_wrong, n_fine)
+    if failed:
+        shown = ", ".join(failed[:10]) + (f" and {len(failed) - 10} more" if len(failed) > 10 else "")
+        logger.error(
+            "%d chain(s) could not be labelled and are not in the output: %s. Run the same command again to "
+            "retry them.", len(failed), shown,
+        )
+        return 1
     return 0
 
 
