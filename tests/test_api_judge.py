@@ -1,20 +1,19 @@
 """The API judge labeler against a real local HTTP server that fakes chat completions.
 
-The server runs in a thread on 127.0.0.1 (port 0) and follows a script: each request pops
-the next scripted behaviour (a status, a delay, a raw body, a reply text) and otherwise
-answers like a judge: a critique to the first call, the verdict list to the second. Backoff
-is made tiny so every retry path runs in milliseconds.
+The server (``judge_api_support``) runs in a thread on 127.0.0.1 (port 0) and follows a
+script: each request pops the next scripted behaviour (a status, a delay, a raw body, a reply
+text) and otherwise answers like a judge: a critique to the first call, the verdict list to
+the second. Backoff is made tiny so every retry path runs in milliseconds.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from judge_api_support import CRITIQUE, Handler, Server, serve
 
 from uhead_viz.labels import get_labeler
 from uhead_viz.labels.api_judge import (
@@ -31,8 +30,6 @@ from uhead_viz.llm import InputError
 from uhead_viz.steps import Chain
 
 KEY = "sk-test-secret-0123456789"
-CRITIQUE = "Step 1: correct, 48 / 2 = 24.\nStep 2: incorrect, 48 + 24 is 72, not 70.\nStep 3: correct.\nStep 4: fine."
-VERDICTS = json.dumps([{"step": i, "correct": ok} for i, ok in enumerate([True, False, True, True], start=1)])
 REFERENCE = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nAltogether 48+24 = <<48+24=72>>72 clips.\n#### 72"
 ENV_VARS = [
     "UHEAD_VIZ_JUDGE_BASE_URL",
@@ -40,6 +37,9 @@ ENV_VARS = [
     "UHEAD_VIZ_JUDGE_API_KEY",
     "OPENAI_BASE_URL",
     "OPENAI_API_KEY",
+    "UHEAD_VIZ_JUDGE_TIMEOUT",
+    "UHEAD_VIZ_JUDGE_ATTEMPTS",
+    "UHEAD_VIZ_JUDGE_BACKOFF",
 ]
 
 
@@ -61,78 +61,10 @@ def make_chain(n: int = 4) -> Chain:
     )
 
 
-class FakeAPI:
-    """Scripted chat-completions behaviour plus a record of every request received."""
-
-    def __init__(self) -> None:
-        self.script: list[dict[str, Any]] = []
-        self.requests: list[dict[str, Any]] = []
-        self.verdicts = VERDICTS
-        self.lock = threading.Lock()
-        self.base_url = ""
-
-    def next_action(self, record: dict[str, Any]) -> dict[str, Any]:
-        with self.lock:
-            self.requests.append(record)
-            return self.script.pop(0) if self.script else {}
-
-    def reply_text(self, body: dict[str, Any]) -> str:
-        last = body["messages"][-1]["content"]
-        return self.verdicts if "JSON list" in last else CRITIQUE
-
-
-class Handler(BaseHTTPRequestHandler):
-    server: Any
-
-    def do_POST(self) -> None:  # noqa: N802 (the name http.server calls)
-        api: FakeAPI = self.server.api
-        raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        body = json.loads(raw)
-        act = api.next_action({"path": self.path, "headers": dict(self.headers.items()), "body": body})
-        try:
-            if "sleep" in act:
-                time.sleep(act["sleep"])
-            status = act.get("status", 200)
-            if "raw" in act:
-                payload = act["raw"]
-            elif status != 200:
-                payload = json.dumps({"error": {"message": f"scripted {status}"}})
-            else:
-                content = act.get("content", api.reply_text(body))
-                choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-                payload = json.dumps({"object": "chat.completion", "model": body["model"], "choices": [choice]})
-            data = payload.encode("utf-8")
-            self.send_response(status)
-            for k, v in act.get("headers", {}).items():
-                self.send_header(k, v)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
-            pass
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False  # a handler still sleeping after a client timeout must not hold up teardown
-
-
 @pytest.fixture
 def api():
-    fake = FakeAPI()
-    server = Server(("127.0.0.1", 0), Handler)
-    server.api = fake
-    fake.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield fake
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serve() as fake:
+        yield fake
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,9 @@ later steps have no well-defined label). A chain judged all correct is all 0.
 Configuration comes from constructor arguments or the environment:
 ``UHEAD_VIZ_JUDGE_BASE_URL`` (else ``OPENAI_BASE_URL``), ``UHEAD_VIZ_JUDGE_MODEL`` and
 ``UHEAD_VIZ_JUDGE_API_KEY`` (else ``OPENAI_API_KEY``; optional, local servers such as
-vLLM need none). HTTP is plain ``urllib`` so the project gains no dependency.
+vLLM need none); ``UHEAD_VIZ_JUDGE_TIMEOUT`` (seconds per request, 120),
+``UHEAD_VIZ_JUDGE_ATTEMPTS`` (5) and ``UHEAD_VIZ_JUDGE_BACKOFF`` (first retry delay, 1 s).
+HTTP is plain ``urllib`` so the project gains no dependency.
 
 Labelling thousands of chains over a network meets rate limits and flaky servers, and a
 rerun must not pay twice, hence: retries with capped exponential backoff and jitter on
@@ -51,6 +53,10 @@ from .base import Labeler, StepLabels, register
 logger = logging.getLogger(__name__)
 
 ENV_BASE_URL, ENV_MODEL, ENV_API_KEY = "UHEAD_VIZ_JUDGE_BASE_URL", "UHEAD_VIZ_JUDGE_MODEL", "UHEAD_VIZ_JUDGE_API_KEY"
+# How patient to be with one server (the label command has no flags for these): seconds per
+# request, requests per call, and the first backoff delay (doubled per retry, up to 60 s).
+ENV_TIMEOUT, ENV_ATTEMPTS = "UHEAD_VIZ_JUDGE_TIMEOUT", "UHEAD_VIZ_JUDGE_ATTEMPTS"
+ENV_BACKOFF = "UHEAD_VIZ_JUDGE_BACKOFF"
 # A strong model checking against a reference still misses or invents some errors, so its
 # verdicts rank below a verified arithmetic slip (checks: 0.95) but above "the final
 # answer was right" (checks: 0.7), which says nothing direct about any one step.
@@ -187,6 +193,20 @@ def verdicts_to_labels(verdicts: list[bool], confidence: float, source: str) -> 
     return StepLabels(labels=labels, confidence=conf, source=source, notes=notes)
 
 
+def _env_number(name: str, default: float) -> float:
+    """A positive number from the environment variable ``name``, else ``default``."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise JudgeConfigError(f"{name} must be a positive number, not {raw!r}.")
+    return value
+
+
 def _retry_after(value: str | None) -> float | None:
     """Seconds to wait from a Retry-After header (seconds or an HTTP date), or None."""
     if not value:
@@ -224,9 +244,9 @@ class APIJudgeLabeler(Labeler):
         model: str | None = None,
         api_key: str | None = None,
         cache_dir: str | Path | None = None,
-        timeout: float = 120.0,
-        attempts: int = 5,
-        backoff_base: float = 1.0,
+        timeout: float | None = None,
+        attempts: int | None = None,
+        backoff_base: float | None = None,
         backoff_cap: float = 60.0,
         temperature: float = 0.0,
         max_tokens: int = 4096,
@@ -248,8 +268,10 @@ class APIJudgeLabeler(Labeler):
         path = path if path.endswith("/chat/completions") else path + "/chat/completions"
         self.url = urllib.parse.urlunsplit(parts._replace(path=path))
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_root() / "api_judge"
-        self.timeout, self.attempts = timeout, max(1, attempts)
-        self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
+        self.timeout = timeout if timeout is not None else _env_number(ENV_TIMEOUT, 120.0)
+        self.attempts = max(1, int(attempts if attempts is not None else _env_number(ENV_ATTEMPTS, 5)))
+        self.backoff_base = backoff_base if backoff_base is not None else _env_number(ENV_BACKOFF, 1.0)
+        self.backoff_cap = backoff_cap
         self.temperature, self.max_tokens = temperature, max_tokens
         self.source = f"{self.name}:{self.model}"
         self._rng = random.Random()
