@@ -17,6 +17,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import pandas as pd
 
 from uhead_viz import examples as ex
 from uhead_viz import plots, render
-from uhead_viz.engine import MAX_UPLOAD_BYTES, Engine, api_result, verifier_names
+from uhead_viz.engine import MAX_UPLOAD_BYTES, Engine, api_result, request_settings, verifier_names
 from uhead_viz.llm import InputError, clean_question, load_llm, model_env_default
 from uhead_viz.packs import PackError
 from uhead_viz.render import method_label
@@ -162,13 +163,14 @@ def ask(question, max_tokens, temperature, verifier, prm_id, auto_verify, mode_l
         yield render.chain_html({"question": q, "steps": [], "live": True}), "", None, skip, skip, ""
         final = None
         try:
-            for ev in eng.stream(q, int(max_tokens), float(temperature), verifier=vname):
-                if ev["phase"] == "stream":
-                    yield render.chain_html(ev["view"], mode), skip, skip, skip, skip, skip
-                else:
-                    final = _view(ev["analysis"], "ask")
-                    yield (render.chain_html(final, mode), render.step_detail_html(final, None), final, final, None,
-                           _info(final))
+            with closing(eng.stream(q, max_tokens, temperature, verifier=vname)) as st:  # Stop closes it at once
+                for ev in st:
+                    if ev["phase"] == "stream":
+                        yield render.chain_html(ev["view"], mode), skip, skip, skip, skip, skip
+                    else:
+                        final = _view(ev["analysis"], "ask")
+                        yield (render.chain_html(final, mode), render.step_detail_html(final, None), final, final,
+                               None, _info(final))
         except InputError as e:  # a verifier that cannot run: the chain itself is fine
             if final is None:
                 raise
@@ -402,29 +404,75 @@ def open_row(rows, mode_label, evt: gr.SelectData):
 
 
 # ----- API ----------------------------------------------------------------------------------------
-@gpu
+def _analyses(question: Any, max_new_tokens: Any, temperature: Any, verifier: Any) -> Iterator[dict[str, Any]]:
+    """The API's answer as it grows: a partial result per streamed update, then the final one.
+
+    Yielding while the chain is written is what lets a client's ``job.cancel()`` stop the
+    work: Gradio closes a generator between two yields (which ends generation and frees
+    the model at once), but cannot stop a plain function that is running.
+    """
+    try:
+        q = clean_question(question if question is not None else "")
+        tokens, temp, _ = request_settings(max_new_tokens, temperature)  # refuses what is not a number
+        eng = HOLDER.get()
+        default = tokens == ex.DEFAULT_SETTINGS["max_new_tokens"] and temp == 0.0
+        a = ex.load(eng, q)[0] if default and not verifier else None
+        if a is None:
+            vname = str(verifier or "").strip() or None
+            # closed explicitly, so a cancel (GeneratorExit at a yield) stops generation at once
+            with closing(eng.stream(q, max_new_tokens=max_new_tokens, temperature=temperature, verifier=vname)) as st:
+                for ev in st:
+                    if ev["phase"] == "stream":
+                        yield partial_result(ev["view"])
+                    elif ev["phase"] == "final" and vname:
+                        yield partial_result(ev["analysis"])
+                    else:
+                        a = ev["analysis"]
+        assert a is not None
+        yield api_result(a)
+    except InputError as e:
+        yield {"error": str(e), "steps": []}
+    except Exception as e:
+        logger.exception("analyze failed")
+        yield {"error": OOPS.format(e.__class__.__name__), "steps": []}
+
+
+def partial_result(view: dict[str, Any]) -> dict[str, Any]:
+    """A streamed update of the API: the steps scored so far, marked ``partial``."""
+    steps = [
+        {"index": s["index"], "text": s["body"], "scores": dict(s["scores"])}
+        for s in view.get("steps", [])
+        if s.get("scores")
+    ]
+    return {"question": view.get("question"), "partial": True, "steps": steps}
+
+
 def analyze(question: str, max_new_tokens: int = 320, temperature: float = 0.0, verifier: str = "") -> dict:
     """Generate a step-by-step chain for a question and score every step.
 
     Returns JSON: ``steps``, each with its ``text`` and ``scores`` (method -> probability the
-    step is wrong), plus the model, the head, the method that colours the page (``primary``)
-    and the answer. ``verifier``: "" (none), "judge", or "prm:<hub id>". Errors come back as
-    ``{"error": message, "steps": []}``.
+    step is wrong), plus the model, the head, the method that colours the page (``primary``),
+    the answer, and ``notes`` (e.g. a setting moved into range). ``verifier``: "" (none),
+    "judge", or "prm:<hub id>". Errors come back as ``{"error": message, "steps": []}``.
     """
-    try:
-        q = clean_question(question or "")
-        eng = HOLDER.get()
-        default = int(max_new_tokens) == ex.DEFAULT_SETTINGS["max_new_tokens"] and float(temperature) == 0.0
-        a = ex.load(eng, q)[0] if default and not verifier else None
-        if a is None:
-            a = eng.run(q, max_new_tokens=int(max_new_tokens), temperature=float(temperature),
-                        verifier=(verifier or "").strip() or None)
-        return api_result(a)
-    except InputError as e:
-        return {"error": str(e), "steps": []}
-    except Exception as e:
-        logger.exception("analyze failed")
-        return {"error": OOPS.format(e.__class__.__name__), "steps": []}
+    *_, final = _analyses(question, max_new_tokens, temperature, verifier)
+    return final
+
+
+@gpu
+def analyze_api(
+    question: str, max_new_tokens: int = 320, temperature: float = 0.0, verifier: str = ""
+) -> Iterator[dict]:
+    """Generate a step-by-step chain for a question and score every step.
+
+    Returns JSON: ``steps``, each with its ``text`` and ``scores`` (method -> probability the
+    step is wrong), plus the model, the head, the method that colours the page (``primary``),
+    the answer, and ``notes`` (e.g. a setting moved into range). ``verifier``: "" (none),
+    "judge", or "prm:<hub id>". Errors come back as ``{"error": message, "steps": []}``.
+    While the chain is written, updates marked ``"partial": true`` stream first; a client's
+    ``predict()`` returns the final result, and ``job.cancel()`` stops the work.
+    """
+    yield from _analyses(question, max_new_tokens, temperature, verifier)
 
 
 # ----- layout -------------------------------------------------------------------------------------
@@ -442,6 +490,8 @@ for step in result["steps"]:
 `analyze(question, max_new_tokens=320, temperature=0.0, verifier="")` returns the steps, each with its
 text and its score by every method (probability that the step is wrong). `verifier` may be `"judge"`
 or `"prm:<hub id>"`; the verifier and the combined score `1 - (1 - head)(1 - verifier)` are then added.
+While the chain is written, updates marked `"partial": true` stream (`Client.submit`); `predict` returns the
+final result, and `job.cancel()` stops the work at once.
 """
 
 
@@ -451,7 +501,10 @@ def build(holder: EngineHolder | None = None) -> gr.Blocks:
         HOLDER = holder
     verifiers = [NO_VERIFIER] + ([JUDGE] if "judge" in verifier_names() else []) + [PRM]
     model_work = {"concurrency_id": "model", "concurrency_limit": 1}
-    with gr.Blocks(title="uhead-viz") as demo:
+    # Offline unless asked: Gradio's usage analytics and version check (and the Hugging Face
+    # telemetry they send) contact api.gradio.app and huggingface.co when the app starts.
+    analytics = os.environ.get("GRADIO_ANALYTICS_ENABLED", "").strip() == "True"
+    with gr.Blocks(title="uhead-viz", analytics_enabled=analytics) as demo:
         gr.HTML(INTRO)
         status = gr.HTML(HOLDER.status_html(), elem_id="uv-status")
         timer = gr.Timer(1.0)
@@ -587,7 +640,7 @@ def build(holder: EngineHolder | None = None) -> gr.Blocks:
             lambda: (HOLDER.status_html(), gr.Timer(1.0 if not HOLDER.ready.is_set() else 30.0)), None, [status, timer],
             api_visibility="private", show_progress="hidden",
         )
-        gr.api(analyze, api_name="analyze", **model_work)
+        gr.api(analyze_api, api_name="analyze", **model_work)
     return demo
 
 
