@@ -10,6 +10,11 @@ generation and a teacher-forced pass of the same chain see the same logits.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
 import torch
 from tiny_models import tiny_config
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -85,3 +90,32 @@ def make_step_llm(tokenizer, script: str = SCRIPT, seed: int = 0, name: str = "t
         eos_ids={eos, tokenizer.convert_tokens_to_ids("<|endoftext|>")},
         precision="fp32",
     )
+
+
+@contextlib.contextmanager
+def installed_engine(tokenizer, root: Path) -> Iterator[Any]:
+    """A tiny-model Engine installed as the app's engine, with empty checkpoint and example folders.
+
+    The app module keeps one engine holder; tests that drive the app's callbacks swap theirs in
+    and put the old one back, so test files do not see each other's engines.
+    """
+    import pytest
+
+    import app
+    from uhead_viz.engine import Engine
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("UHEAD_VIZ_CHECKPOINTS", str(root / "checkpoints"))
+        mp.setenv("UHEAD_VIZ_EXAMPLES", str(root / "examples"))
+        eng = Engine(make_step_llm(tokenizer))
+        holder = app.HOLDER
+        app.HOLDER = app.EngineHolder(engine=eng)
+        try:
+            yield eng
+        finally:
+            app.HOLDER = holder
+
+
+def last(gen: Iterable[Any]) -> Any:
+    """The final update of a streaming callback."""
+    return list(gen)[-1]

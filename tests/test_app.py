@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from app_support import make_step_llm
+from app_support import installed_engine, last
 
 import app
-from uhead_viz.engine import Engine
 
 Q = "Natalia sold 48 clips in April and half as many in May. How many clips did she sell?"
 
@@ -21,19 +20,8 @@ class Evt:
 
 @pytest.fixture(scope="module")
 def engine(tokenizer, tmp_path_factory):
-    root = tmp_path_factory.mktemp("appcheck")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("UHEAD_VIZ_CHECKPOINTS", str(root / "checkpoints"))
-        mp.setenv("UHEAD_VIZ_EXAMPLES", str(root / "examples"))
-        eng = Engine(make_step_llm(tokenizer))
-        holder = app.HOLDER
-        app.HOLDER = app.EngineHolder(engine=eng)
+    with installed_engine(tokenizer, tmp_path_factory.mktemp("appcheck")) as eng:
         yield eng
-        app.HOLDER = holder
-
-
-def last(gen):
-    return list(gen)[-1]
 
 
 def test_build_has_the_analyze_endpoint(engine):

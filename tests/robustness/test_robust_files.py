@@ -83,8 +83,11 @@ def test_pickles_in_every_disguise_are_refused_unread(tmp_path, llama_llm, head_
         bad_inputs.add("head checkpoint", f"{target.name} (pickle)", str(e.value))
     # a config that points the weights at a pickle, or outside the folder
     cfg = json.loads((head_dir / "config.json").read_text())
-    for wfile, msg in (("model.bin", "not a .safetensors file"), ("../evil.safetensors", "outside its folder"),
-                       ("/etc/passwd", "outside its folder")):
+    for wfile, msg in (
+        ("model.bin", "not a .safetensors file"),
+        ("../evil.safetensors", "outside its folder"),
+        ("/etc/passwd", "outside its folder"),
+    ):
         (head_dir / "config.json").write_text(json.dumps({**cfg, "weights": {"file": wfile}}))
         with pytest.raises(HeadError, match=msg) as e:
             load_head(head_dir, llama_llm)
@@ -149,8 +152,17 @@ def test_cli_score_refuses_a_pickle_head_before_loading_the_model(tmp_path, monk
         raise AssertionError("the model was loaded")
 
     monkeypatch.setattr("uhead_viz.llm.load_llm", refuse)
-    rc = cli_main(["score", "--input", str(tmp_path / "chains.jsonl"), "--output", str(tmp_path / "o.jsonl"),
-                   "--head", str(tmp_path / "head.pt")])
+    rc = cli_main(
+        [
+            "score",
+            "--input",
+            str(tmp_path / "chains.jsonl"),
+            "--output",
+            str(tmp_path / "o.jsonl"),
+            "--head",
+            str(tmp_path / "head.pt"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "pickle file" in err and "Traceback" not in err
     bad_inputs.add("CLI score --head", "head.pt (a pickle)", f"exit 2, {err.strip()}")
@@ -179,8 +191,11 @@ def test_the_running_app_refuses_uploads_over_the_limit(tmp_path, tokenizer, mon
         refused = httpx.post(url, files={"files": ("big.jsonl", big)}, timeout=30)
         assert refused.status_code in (400, 413), refused.text
         assert "size" in refused.text.lower() or "large" in refused.text.lower(), refused.text
-        bad_inputs.add("app upload (HTTP)", f"{len(big):,}-byte file, limit {limit:,}",
-                       f"HTTP {refused.status_code}: {refused.text[:200]}")
+        bad_inputs.add(
+            "app upload (HTTP)",
+            f"{len(big):,}-byte file, limit {limit:,}",
+            f"HTTP {refused.status_code}: {refused.text[:200]}",
+        )
     finally:
         demo.close()
     # the same limit guards files that reach the pipeline some other way

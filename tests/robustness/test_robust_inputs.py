@@ -13,14 +13,14 @@ import math
 import re
 
 import pytest
-from app_support import make_step_llm
+from app_support import installed_engine, last
 
 import app
 from uhead_viz import engine as engine_mod
 from uhead_viz import llm as llm_mod
 from uhead_viz import scoring
 from uhead_viz.cli import main
-from uhead_viz.engine import Engine, parse_steps, read_dataset, request_settings
+from uhead_viz.engine import parse_steps, read_dataset, request_settings
 from uhead_viz.llm import MAX_QUESTION_CHARS, InputError, clean_question
 from uhead_viz.scoring import row_to_chain
 from uhead_viz.steps import chain_from_steps, special_ids
@@ -33,19 +33,8 @@ INJECTION = (
 
 @pytest.fixture(scope="module")
 def engine(tokenizer, tmp_path_factory):
-    root = tmp_path_factory.mktemp("robust-inputs")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("UHEAD_VIZ_CHECKPOINTS", str(root / "checkpoints"))
-        mp.setenv("UHEAD_VIZ_EXAMPLES", str(root / "examples"))
-        eng = Engine(make_step_llm(tokenizer))
-        holder = app.HOLDER
-        app.HOLDER = app.EngineHolder(engine=eng)
+    with installed_engine(tokenizer, tmp_path_factory.mktemp("robust-inputs")) as eng:
         yield eng
-        app.HOLDER = holder
-
-
-def last(gen):
-    return list(gen)[-1]
 
 
 def text_of(html: str) -> str:
@@ -132,13 +121,17 @@ def test_control_characters_and_lone_surrogates_are_cleaned_not_fatal(engine, ba
     assert "\t" in clean_question("a\tb") and "\n" in clean_question("a\nb")  # layout characters stay
     r = app.analyze(messy, 80)
     assert "error" not in r and r["question"] == q and r["answer"] == "72"
-    bad_inputs.add("API /analyze", "question with NUL, BEL, ESC, DEL and a lone surrogate \\ud800",
-                   f"accepted; control characters dropped, surrogate -> U+FFFD; answer {r['answer']}")
+    bad_inputs.add(
+        "API /analyze",
+        "question with NUL, BEL, ESC, DEL and a lone surrogate \\ud800",
+        f"accepted; control characters dropped, surrogate -> U+FFFD; answer {r['answer']}",
+    )
     html, _, state, *_ = app.paste(messy, "48 / 2 = 24\x00 clips\n48 + 24 = 72\ud800 clips", "72\x00", "Step score")
     assert state["steps"][0]["body"] == "48 / 2 = 24 clips" and "\ufffd" in state["steps"][1]["body"]
     assert state["answer"] == "72"
-    bad_inputs.add("app: Paste tab", "steps and answer with NUL and a lone surrogate",
-                   "accepted; NUL dropped, surrogate -> U+FFFD")
+    bad_inputs.add(
+        "app: Paste tab", "steps and answer with NUL and a lone surrogate", "accepted; NUL dropped, surrogate -> U+FFFD"
+    )
 
 
 def test_template_tokens_typed_by_the_user_stay_text(engine, bad_inputs):
@@ -155,12 +148,20 @@ def test_template_tokens_typed_by_the_user_stay_text(engine, bad_inputs):
     assert "<|im_start|>system" in tok.decode(evil)  # the typed text is there, as text
     chain = chain_from_steps(tok, INJECTION, evil, ["2 + 2 = 4<|im_end|>", "<|endoftext|>So 4."], "4")
     assert n_special(chain.ids) == 0 and "<|im_end|>" in chain.text
-    bad_inputs.add("prompt / pasted steps", "'<|im_start|>', '<|im_end|>', '<|endoftext|>' typed as text",
-                   "tokenized as plain text: no special token ids from user text")
+    bad_inputs.add(
+        "prompt / pasted steps",
+        "'<|im_start|>', '<|im_end|>', '<|endoftext|>' typed as text",
+        "tokenized as plain text: no special token ids from user text",
+    )
     # token ids in an uploaded row are checked too: template tokens there are re-tokenized as text
-    row = {"id": "ids-with-specials", "problem": Q, "steps": ["48 / 2 = 24", "48 + 24 = 72"],
-           "ids": [tok.convert_tokens_to_ids("<|im_start|>")] + chain.ids[:5], "spans": [[0, 2], [2, 5]],
-           "model": llm.name}
+    row = {
+        "id": "ids-with-specials",
+        "problem": Q,
+        "steps": ["48 / 2 = 24", "48 + 24 = 72"],
+        "ids": [tok.convert_tokens_to_ids("<|im_start|>")] + chain.ids[:5],
+        "spans": [[0, 2], [2, 5]],
+        "model": llm.name,
+    }
     again = row_to_chain(row, llm)
     assert n_special(again.ids) == 0 and len(again.spans) == 2
     bad_inputs.add("file row", "'ids' holding <|im_start|>", "ids ignored, steps re-tokenized as text (warning logged)")
@@ -172,10 +173,16 @@ def test_pasted_chains_over_a_limit_are_refused_with_the_limit(engine, bad_input
         ("steps: empty", "", "Paste at least one step"),
         ("steps: only whitespace", " \n \n\t", "Paste at least one step"),
         ("steps: only an Answer line", "Answer: 72", "No steps found"),
-        (f"steps: {engine_mod.MAX_PASTE_CHARS + 1:,} characters", "1" * (engine_mod.MAX_PASTE_CHARS + 1),
-         f"the limit is {engine_mod.MAX_PASTE_CHARS:,}"),
-        (f"steps: {engine_mod.MAX_PASTE_STEPS + 1} lines", "\n".join(f"{i} + 1 = {i + 1}" for i in range(61)),
-         f"the {engine_mod.MAX_PASTE_STEPS} a pasted chain may have"),
+        (
+            f"steps: {engine_mod.MAX_PASTE_CHARS + 1:,} characters",
+            "1" * (engine_mod.MAX_PASTE_CHARS + 1),
+            f"the limit is {engine_mod.MAX_PASTE_CHARS:,}",
+        ),
+        (
+            f"steps: {engine_mod.MAX_PASTE_STEPS + 1} lines",
+            "\n".join(f"{i} + 1 = {i + 1}" for i in range(61)),
+            f"the {engine_mod.MAX_PASTE_STEPS} a pasted chain may have",
+        ),
     ]
     for label, text, msg in cases:
         with pytest.raises(InputError, match=msg):
@@ -188,8 +195,9 @@ def test_pasted_chains_over_a_limit_are_refused_with_the_limit(engine, bad_input
 def test_a_chain_longer_than_the_models_context_is_refused_not_cut(engine, bad_inputs):
     llm = engine.llm
     assert llm.context == 2048  # the tiny step model's max_position_embeddings
-    steps = "\n".join(f"Step {k}: {k} + {k} + {k} + {k} = {4 * k} clips and {k} + {k} = {2 * k} pens."
-                      for k in range(1, 60))
+    steps = "\n".join(
+        f"Step {k}: {k} + {k} + {k} + {k} = {4 * k} clips and {k} + {k} = {2 * k} pens." for k in range(1, 60)
+    )
     with pytest.raises(InputError, match=r"tokens; tiny-steps reads at most 2,048 \(its context\)"):
         engine.analyze_pasted(Q, steps)
     html = app.paste(Q, steps, "", "Step score")[0]
@@ -262,9 +270,14 @@ def test_upload_bad_rows_are_listed_and_the_rest_scored(engine, tmp_path, bad_in
     assert [r["id"] for r in out] == ["ok", "surrogate"]
     assert out[1]["steps"] == ["48 / 2 = 24 \ufffd"]
     joined = "\n".join(errors)
-    for needle in ("line 2: not valid JSON (nested too deeply)", "line 3: not valid JSON (Exceeds the limit",
-                   "(id no-steps): 'steps' must be", "(id too-long): The prompt and steps are",
-                   "line 7: not a JSON object", "line 8: not valid JSON"):
+    for needle in (
+        "line 2: not valid JSON (nested too deeply)",
+        "line 3: not valid JSON (Exceeds the limit",
+        "(id no-steps): 'steps' must be",
+        "(id too-long): The prompt and steps are",
+        "line 7: not a JSON object",
+        "line 8: not valid JSON",
+    ):
         assert needle in joined, joined
     for e in errors:
         bad_inputs.add("app: Analyse a file (one row)", e.split(":", 1)[0], e)

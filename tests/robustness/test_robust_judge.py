@@ -19,15 +19,30 @@ from uhead_viz.cli import main
 from uhead_viz.labels.api_judge import APIJudgeLabeler, JudgeConfigError, JudgeError
 from uhead_viz.steps import Chain
 
-STEPS = ["Step 1: In May she sold 48 / 2 = 24 clips.", "Step 2: Altogether 48 + 24 = 70 clips.",
-         "Step 3: So the answer is 70.", "Step 4: Done."]
+STEPS = [
+    "Step 1: In May she sold 48 / 2 = 24 clips.",
+    "Step 2: Altogether 48 + 24 = 70 clips.",
+    "Step 3: So the answer is 70.",
+    "Step 4: Done.",
+]
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, tmp_path):
-    for var in ("UHEAD_VIZ_JUDGE_BASE_URL", "UHEAD_VIZ_JUDGE_MODEL", "UHEAD_VIZ_JUDGE_API_KEY", "OPENAI_BASE_URL",
-                "OPENAI_API_KEY", "UHEAD_VIZ_JUDGE_TIMEOUT", "UHEAD_VIZ_JUDGE_ATTEMPTS", "UHEAD_VIZ_JUDGE_BACKOFF",
-                "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+    for var in (
+        "UHEAD_VIZ_JUDGE_BASE_URL",
+        "UHEAD_VIZ_JUDGE_MODEL",
+        "UHEAD_VIZ_JUDGE_API_KEY",
+        "OPENAI_BASE_URL",
+        "OPENAI_API_KEY",
+        "UHEAD_VIZ_JUDGE_TIMEOUT",
+        "UHEAD_VIZ_JUDGE_ATTEMPTS",
+        "UHEAD_VIZ_JUDGE_BACKOFF",
+        "http_proxy",
+        "HTTP_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("UHEAD_VIZ_CACHE", str(tmp_path / "cache"))
@@ -41,8 +56,15 @@ def api():
 
 
 def chain(tag: str) -> Chain:
-    return Chain(f"PROBLEM-{tag}: Natalia sold 48 clips in April and half as many in May. How many in all?",
-                 STEPS, "70", text="", prompt_ids=[], ids=[], spans=[])
+    return Chain(
+        f"PROBLEM-{tag}: Natalia sold 48 clips in April and half as many in May. How many in all?",
+        STEPS,
+        "70",
+        text="",
+        prompt_ids=[],
+        ids=[],
+        spans=[],
+    )
 
 
 FAULTS = {
@@ -59,8 +81,15 @@ FAULTS = {
 def test_each_fault_is_retried_with_growing_backoff_then_reported(api, tmp_path, fault, bad_inputs):
     behaviour, why = FAULTS[fault]
     api.rules = [("PROBLEM-bad", behaviour)]
-    judge = APIJudgeLabeler(base_url=api.base_url, model="m", cache_dir=tmp_path / "c", timeout=0.3, attempts=4,
-                            backoff_base=0.1, backoff_cap=5.0)
+    judge = APIJudgeLabeler(
+        base_url=api.base_url,
+        model="m",
+        cache_dir=tmp_path / "c",
+        timeout=0.3,
+        attempts=4,
+        backoff_base=0.1,
+        backoff_cap=5.0,
+    )
     with pytest.raises(JudgeError, match=f"failed after 4 attempts; last error: {why}") as e:
         judge.label(chain("bad"), None)
     bad_inputs.add("API judge (per chain)", f"server fault: {fault}, every time", str(e.value))
@@ -108,8 +137,11 @@ def test_the_label_command_reports_failed_chains_and_goes_on(api, tmp_path, monk
     assert any("row garbled" in m and "malformed response" in m for m in errors), errors
     summary = next(m for m in errors if "could not be labelled" in m)
     assert "2 chain(s)" in summary and "chains.jsonl:dead500" in summary and "Run the same command again" in summary
-    bad_inputs.add("CLI label --labeler api-judge", "6 chains: 2 always fail (HTTP 500, HTML body), 2 flaky",
-                   f"exit 1 after {seconds:.1f} s; 4 labelled; {summary}")
+    bad_inputs.add(
+        "CLI label --labeler api-judge",
+        "6 chains: 2 always fail (HTTP 500, HTML body), 2 flaky",
+        f"exit 1 after {seconds:.1f} s; 4 labelled; {summary}",
+    )
 
     # the server recovers: a rerun labels exactly the two that failed, and nothing twice
     api.rules = []
@@ -125,8 +157,9 @@ def test_a_refused_key_stops_the_run_at_once(api, tmp_path, monkeypatch, capsys)
     monkeypatch.setenv("UHEAD_VIZ_JUDGE_BASE_URL", api.base_url)
     monkeypatch.setenv("UHEAD_VIZ_JUDGE_MODEL", "judge-m")
     src = tmp_path / "chains.jsonl"
-    src.write_text("".join(json.dumps({"id": t, "problem": chain(t).problem, "steps": STEPS}) + "\n"
-                           for t in ("a", "b", "c")))
+    src.write_text(
+        "".join(json.dumps({"id": t, "problem": chain(t).problem, "steps": STEPS}) + "\n" for t in ("a", "b", "c"))
+    )
     api.rules = [("PROBLEM-b", {"status": 401})]
     assert main(["label", "--input", str(src), "--output-dir", str(tmp_path / "o"), "--labeler", "api-judge"]) == 2
     assert "HTTP 401" in capsys.readouterr().err

@@ -29,14 +29,45 @@ SETTINGS = settings(
 
 # text with the characters that matter to the parsers: markers, newlines, specials, controls
 PIECES = st.sampled_from(
-    ["Step 1:", "Step 2.", "**Step 3**:", "step 10)", "Answer:", "Final Answer：", "\n", "\n\n", "\r\n", "\r",
-     " ", "\t", "<|im_start|>", "<|im_end|>", "<|endoftext|>", "\x00", "\x1b", "\ufeff", "é", "😀", "{", "}",
-     "[", "]", '"', "\\", "48 / 2 = 24", "= 72", "*", "-", "#"]
+    [
+        "Step 1:",
+        "Step 2.",
+        "**Step 3**:",
+        "step 10)",
+        "Answer:",
+        "Final Answer：",
+        "\n",
+        "\n\n",
+        "\r\n",
+        "\r",
+        " ",
+        "\t",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|endoftext|>",
+        "\x00",
+        "\x1b",
+        "\ufeff",
+        "é",
+        "😀",
+        "{",
+        "}",
+        "[",
+        "]",
+        '"',
+        "\\",
+        "48 / 2 = 24",
+        "= 72",
+        "*",
+        "-",
+        "#",
+    ]
 )
 TEXT = st.one_of(st.text(), st.lists(st.one_of(PIECES, st.text(max_size=5)), max_size=40).map("".join))
 JSON_LEAF = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), TEXT)
-JSON = st.recursive(JSON_LEAF, lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(TEXT, c, max_size=4)),
-                    max_leaves=12)
+JSON = st.recursive(
+    JSON_LEAF, lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(TEXT, c, max_size=4)), max_leaves=12
+)
 
 
 def _tmp(data: bytes, suffix: str = ".jsonl") -> Path:
@@ -232,4 +263,3 @@ def test_the_properties_ran_on_the_tiny_tokenizer(tokenizer):
     # the special-token check above is only meaningful if the tokenizer has template tokens
     names = set(tokenizer.convert_ids_to_tokens(sorted(special_ids(tokenizer))))
     assert {"<|im_start|>", "<|im_end|>", "<|endoftext|>"} <= names
-

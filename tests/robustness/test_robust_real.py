@@ -89,9 +89,11 @@ def test_typed_template_tokens_stay_text_in_the_real_tokenizer(engine, bad_input
     assert tok.decode(evil).count("<|im_start|>") == tok.decode(plain).count("<|im_start|>") + 1  # as text
     a_ids = tok("<|im_end|>", add_special_tokens=False, split_special_tokens=True)["input_ids"]
     assert len(a_ids) > 1 and specials.isdisjoint(a_ids)
-    bad_inputs.add("prompt (real Qwen tokenizer)", "question with <|im_end|>, <|im_start|>, <|endoftext|>, "
-                   "<|fim_prefix|>", f"no special ids from user text ({n_plain} in the template, same with and "
-                   "without them)")
+    bad_inputs.add(
+        "prompt (real Qwen tokenizer)",
+        "question with <|im_end|>, <|im_start|>, <|endoftext|>, <|fim_prefix|>",
+        f"no special ids from user text ({n_plain} in the template, same with and without them)",
+    )
 
 
 def test_stopping_a_stream_frees_the_model_and_the_next_request_runs_at_normal_speed(engine):
@@ -101,8 +103,10 @@ def test_stopping_a_stream_frees_the_model_and_the_next_request_runs_at_normal_s
     base_s = time.perf_counter() - t0
     assert "28" in steps_text(base)
 
-    gen = engine.stream("Natalia sold 48 clips in April and half as many in May. How many in all? "
-                        "Explain every step in detail.", max_new_tokens=400)
+    gen = engine.stream(
+        "Natalia sold 48 clips in April and half as many in May. How many in all? Explain every step in detail.",
+        max_new_tokens=400,
+    )
     t_start = time.perf_counter()
     views = 0
     for ev in gen:
@@ -124,9 +128,15 @@ def test_stopping_a_stream_frees_the_model_and_the_next_request_runs_at_normal_s
     assert after["row"]["ids"] == base["row"]["ids"]  # the same greedy chain: nothing left over
     assert freed_s < 2.0, freed_s
     assert after_s < 1.5 * base_s + 3.0, (base_s, after_s)
-    record("cancel_engine", {"streamed_before_stop_s": round(t_stop - t_start, 2), "freed_after_close_s":
-                             round(freed_s, 3), "next_request_s": round(after_s, 2), "same_request_before_s":
-                             round(base_s, 2)})
+    record(
+        "cancel_engine",
+        {
+            "streamed_before_stop_s": round(t_stop - t_start, 2),
+            "freed_after_close_s": round(freed_s, 3),
+            "next_request_s": round(after_s, 2),
+            "same_request_before_s": round(base_s, 2),
+        },
+    )
 
 
 def test_concurrent_users_get_their_own_answers_and_a_cancel_frees_the_worker(engine, tmp_path, monkeypatch):
@@ -184,8 +194,14 @@ def test_concurrent_users_get_their_own_answers_and_a_cancel_frees_the_worker(en
             t0 = time.perf_counter()
             client.predict("What is 45 - 17?", SHORT, 0.0, "", api_name="/analyze")
             short_s = time.perf_counter() - t0
-            job = client.submit("Natalia sold 48 clips in April and half as many in May. Explain every step in "
-                                "detail, then check each one twice.", 400, 0.0, "", api_name="/analyze")
+            job = client.submit(
+                "Natalia sold 48 clips in April and half as many in May. Explain every step in "
+                "detail, then check each one twice.",
+                400,
+                0.0,
+                "",
+                api_name="/analyze",
+            )
             assert wait_for(lambda: len(job.outputs()) >= 2, 120), job.status()
             assert job.outputs()[-1].get("partial") is True
             t_cancel = time.perf_counter()
@@ -198,15 +214,30 @@ def test_concurrent_users_get_their_own_answers_and_a_cancel_frees_the_worker(en
             demo.close()
     assert guard.attempts == [], guard.report()
     assert mem.peak < MAX_SERVING_RSS, gib(mem.peak)
-    record("concurrent_users", {
-        "users": len(USERS), "served": len(results), "max_new_tokens": SHORT, "total_s": round(total_s, 1),
-        "latency_s": {"min": round(min(latency.values()), 1), "max": round(max(latency.values()), 1)},
-        "server": "this test process (app launched in-process on 127.0.0.1, queue concurrency 1)",
-        "rss_idle_gib": gib(rss_idle), "peak_rss_gib": gib(mem.peak), "bound_gib": gib(int(MAX_SERVING_RSS)),
-        "network_attempts_by_the_app": 0, "network_attempts_by_gradio_client": len(guard.others),
-    })
-    record("cancel_gradio", {"short_request_s": round(short_s, 2), "cancel_to_next_answer_s": round(after_cancel_s, 2),
-                             "cancelled_job_max_new_tokens": 400})
+    record(
+        "concurrent_users",
+        {
+            "users": len(USERS),
+            "served": len(results),
+            "max_new_tokens": SHORT,
+            "total_s": round(total_s, 1),
+            "latency_s": {"min": round(min(latency.values()), 1), "max": round(max(latency.values()), 1)},
+            "server": "this test process (app launched in-process on 127.0.0.1, queue concurrency 1)",
+            "rss_idle_gib": gib(rss_idle),
+            "peak_rss_gib": gib(mem.peak),
+            "bound_gib": gib(int(MAX_SERVING_RSS)),
+            "network_attempts_by_the_app": 0,
+            "network_attempts_by_gradio_client": len(guard.others),
+        },
+    )
+    record(
+        "cancel_gradio",
+        {
+            "short_request_s": round(short_s, 2),
+            "cancel_to_next_answer_s": round(after_cancel_s, 2),
+            "cancelled_job_max_new_tokens": 400,
+        },
+    )
 
 
 def long_chain_steps(n: int = 44) -> list[str]:
@@ -214,9 +245,11 @@ def long_chain_steps(n: int = 44) -> list[str]:
     for k in range(1, n + 1):
         a, b = 1000 + 37 * k, 250 + 13 * k
         total += a + b
-        out.append(f"On day {k} the shop sold {a} red pens and {b} blue pens, so it sold {a} + {b} = {a + b} pens "
-                   f"that day; the running total is now {total} pens, and {total} / {k} = {total / k:.2f} pens per "
-                   "day on average so far.")
+        out.append(
+            f"On day {k} the shop sold {a} red pens and {b} blue pens, so it sold {a} + {b} = {a + b} pens "
+            f"that day; the running total is now {total} pens, and {total} / {k} = {total / k:.2f} pens per "
+            "day on average so far."
+        )
     return out
 
 
@@ -248,9 +281,17 @@ def test_a_4000_token_chain_is_scored_with_bounded_memory(engine):
         assert all(0.0 <= v <= 1.0 for v in s["scores"].values())
     assert len(a["tokens"]["prob"]) == n_tokens
     assert mem.peak - mem.start < MAX_LONG_CHAIN_EXTRA_RSS, gib(mem.peak - mem.start)
-    record("long_chain", {
-        "chain_tokens": n_tokens, "prompt_tokens": len(engine.llm.prompt_ids(problem)), "steps": len(steps),
-        "seconds": round(seconds, 1), "torch_threads": max(threads, want),
-        "rss_before_gib": gib(mem.start), "peak_rss_gib": gib(mem.peak),
-        "extra_rss_gib": gib(mem.peak - mem.start), "methods": list(a["methods"]),
-    })
+    record(
+        "long_chain",
+        {
+            "chain_tokens": n_tokens,
+            "prompt_tokens": len(engine.llm.prompt_ids(problem)),
+            "steps": len(steps),
+            "seconds": round(seconds, 1),
+            "torch_threads": max(threads, want),
+            "rss_before_gib": gib(mem.start),
+            "peak_rss_gib": gib(mem.peak),
+            "extra_rss_gib": gib(mem.peak - mem.start),
+            "methods": list(a["methods"]),
+        },
+    )

@@ -54,26 +54,46 @@ def jobs(tmp_path_factory, tokenizer):
     build_model("qwen2", tokenizer, seed=5).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     env = dict(
-        os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", UHEAD_VIZ_PRECISION="fp32",
-        UHEAD_VIZ_CACHE=str(root / "cache"), UHEAD_VIZ_CHECKPOINTS=str(root / "no-checkpoints"),
-        HF_HUB_OFFLINE="1", NO_PROXY="127.0.0.1,localhost", PYTHONPATH=str(ROOT),
+        os.environ,
+        OMP_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+        UHEAD_VIZ_PRECISION="fp32",
+        UHEAD_VIZ_CACHE=str(root / "cache"),
+        UHEAD_VIZ_CHECKPOINTS=str(root / "no-checkpoints"),
+        HF_HUB_OFFLINE="1",
+        NO_PROXY="127.0.0.1,localhost",
+        PYTHONPATH=str(ROOT),
     )
     for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
         env.pop(var, None)
 
     # inputs
-    (root / "questions.jsonl").write_text("".join(
-        json.dumps({"id": f"q{i}", "question": f"Natalia sold {i * 4} clips in April and half as many in May."}) + "\n"
-        for i in range(N_QUESTIONS)))
-    (root / "chains.jsonl").write_text("".join(
-        json.dumps({"id": f"c{i}", "problem": f"What is {i} * 3 + 4?", "steps": STEPS}) + "\n"
-        for i in range(N_SCORE_ROWS)))
-    (root / "to-label.jsonl").write_text("".join(
-        json.dumps({"id": f"l{i}", "problem": f"PROBLEM-{i}: what is {i} + {i}?", "steps": STEPS}) + "\n"
-        for i in range(N_LABEL_ROWS)))
+    (root / "questions.jsonl").write_text(
+        "".join(
+            json.dumps({"id": f"q{i}", "question": f"Natalia sold {i * 4} clips in April and half as many in May."})
+            + "\n"
+            for i in range(N_QUESTIONS)
+        )
+    )
+    (root / "chains.jsonl").write_text(
+        "".join(
+            json.dumps({"id": f"c{i}", "problem": f"What is {i} * 3 + 4?", "steps": STEPS}) + "\n"
+            for i in range(N_SCORE_ROWS)
+        )
+    )
+    (root / "to-label.jsonl").write_text(
+        "".join(
+            json.dumps({"id": f"l{i}", "problem": f"PROBLEM-{i}: what is {i} + {i}?", "steps": STEPS}) + "\n"
+            for i in range(N_LABEL_ROWS)
+        )
+    )
     train_rows = [
-        {"id": f"t{i}", "problem": f"Train question {i}: what is {i} * 3 + 4?", "steps": STEPS,
-         "labels": [0, 1, None] if i % 3 == 0 else [0, 0, 0]}
+        {
+            "id": f"t{i}",
+            "problem": f"Train question {i}: what is {i} * 3 + 4?",
+            "steps": STEPS,
+            "labels": [0, 1, None] if i % 3 == 0 else [0, 0, 0],
+        }
         for i in range(36)
     ]
     (root / "labelled.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train_rows))
@@ -81,24 +101,70 @@ def jobs(tmp_path_factory, tokenizer):
     with pytest.MonkeyPatch.context() as mp:  # the feature store the train job reads, built here
         for k in ("UHEAD_VIZ_PRECISION", "UHEAD_VIZ_CACHE"):
             mp.setenv(k, env[k])
-        assert main(["features", "--input", str(root / "labelled.jsonl"), "--model", str(model_dir),
-                     "--store", str(store)]) == 0
+        assert (
+            main(
+                ["features", "--input", str(root / "labelled.jsonl"), "--model", str(model_dir), "--store", str(store)]
+            )
+            == 0
+        )
 
     m = ["--model", str(model_dir)]
     head = ["--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--d-ff", "32"]
     commands = {
-        "generate": ["generate", "--input", str(root / "questions.jsonl"), "--output", str(root / "gen.jsonl"),
-                     "--batch-size", "1", "--max-new-tokens", "32", *m],
-        "score": ["score", "--input", str(root / "chains.jsonl"), "--output", str(root / "scores.jsonl"),
-                  "--batch-size", "1", "--methods", "minprob,maxprob,mean_entropy", *m],
-        "label": ["label", "--input", str(root / "to-label.jsonl"), "--output-dir", str(root / "labels"),
-                  "--labeler", "api-judge"],
-        "train": ["train", "--data", str(root / "labelled.jsonl"), "--out", str(root / "head"), "--store", str(store),
-                  "--epochs", str(EPOCHS), "--patience", str(EPOCHS), *head, *m],
+        "generate": [
+            "generate",
+            "--input",
+            str(root / "questions.jsonl"),
+            "--output",
+            str(root / "gen.jsonl"),
+            "--batch-size",
+            "1",
+            "--max-new-tokens",
+            "32",
+            *m,
+        ],
+        "score": [
+            "score",
+            "--input",
+            str(root / "chains.jsonl"),
+            "--output",
+            str(root / "scores.jsonl"),
+            "--batch-size",
+            "1",
+            "--methods",
+            "minprob,maxprob,mean_entropy",
+            *m,
+        ],
+        "label": [
+            "label",
+            "--input",
+            str(root / "to-label.jsonl"),
+            "--output-dir",
+            str(root / "labels"),
+            "--labeler",
+            "api-judge",
+        ],
+        "train": [
+            "train",
+            "--data",
+            str(root / "labelled.jsonl"),
+            "--out",
+            str(root / "head"),
+            "--store",
+            str(store),
+            "--epochs",
+            str(EPOCHS),
+            "--patience",
+            str(EPOCHS),
+            *head,
+            *m,
+        ],
     }
     outputs = {
-        "generate": root / "gen.jsonl", "score": root / "scores.jsonl",
-        "label": root / "labels" / "to-label.jsonl", "train": root / "head" / ".train_state" / "state.json",
+        "generate": root / "gen.jsonl",
+        "score": root / "scores.jsonl",
+        "label": root / "labels" / "to-label.jsonl",
+        "train": root / "head" / ".train_state" / "state.json",
     }
 
     def progressed(name: str) -> bool:
@@ -116,9 +182,13 @@ def jobs(tmp_path_factory, tokenizer):
         env_label = dict(env, UHEAD_VIZ_JUDGE_BASE_URL=api.base_url, UHEAD_VIZ_JUDGE_MODEL="judge-m")
         t0 = time.monotonic()
         procs = {
-            name: subprocess.Popen([sys.executable, "-m", "uhead_viz", *cmd], cwd=root,
-                                   env=env_label if name == "label" else env,
-                                   stdout=subprocess.DEVNULL, stderr=open(root / f"{name}.log", "wb"))
+            name: subprocess.Popen(
+                [sys.executable, "-m", "uhead_viz", *cmd],
+                cwd=root,
+                env=env_label if name == "label" else env,
+                stdout=subprocess.DEVNULL,
+                stderr=open(root / f"{name}.log", "wb"),
+            )
             for name, cmd in commands.items()
         }
         killed: dict[str, dict[str, Any]] = {}
@@ -132,8 +202,11 @@ def jobs(tmp_path_factory, tokenizer):
                         still_running = proc.poll() is None
                         proc.send_signal(signal.SIGKILL)
                         proc.wait()
-                        killed[name] = {"still_running": still_running, "returncode": proc.returncode,
-                                        "after_s": round(time.monotonic() - t0, 1)}
+                        killed[name] = {
+                            "still_running": still_running,
+                            "returncode": proc.returncode,
+                            "after_s": round(time.monotonic() - t0, 1),
+                        }
                         pending.discard(name)
                 time.sleep(0.01)
         finally:
@@ -144,8 +217,14 @@ def jobs(tmp_path_factory, tokenizer):
         for name, info in killed.items():
             info["log_tail"] = (root / f"{name}.log").read_bytes().decode(errors="replace")[-1500:]
         # the label job's rerun needs the judge server too: it is restarted by its test
-    return {"root": root, "commands": commands, "outputs": outputs, "killed": killed, "env": env,
-            "model_dir": model_dir}
+    return {
+        "root": root,
+        "commands": commands,
+        "outputs": outputs,
+        "killed": killed,
+        "env": env,
+        "model_dir": model_dir,
+    }
 
 
 def killed_mid_run(jobs, name: str) -> dict[str, Any]:
@@ -181,8 +260,13 @@ def check_jsonl_resume(jobs, name: str, monkeypatch, expected_ids: list[str], ex
     by_id = {str(r["id"]): r for r in after}
     for r in before:  # the records finished before the kill are kept as they were
         assert by_id[str(r["id"])] == r
-    result = {"killed_after_s": info["after_s"], "records_at_kill": len(before), "records_total": len(after),
-              "torn_line_at_kill": bool(tail), "resume_s": round(resume_s, 1)}
+    result = {
+        "killed_after_s": info["after_s"],
+        "records_at_kill": len(before),
+        "records_total": len(after),
+        "torn_line_at_kill": bool(tail),
+        "resume_s": round(resume_s, 1),
+    }
     record(f"resume_{name}", result)
     return result
 
@@ -203,8 +287,11 @@ def test_score_resumes_after_sigkill(jobs, monkeypatch):
 def test_label_resumes_after_sigkill(jobs, monkeypatch):
     with serve() as api:
         api.verdicts = None
-        env = {"UHEAD_VIZ_JUDGE_BASE_URL": api.base_url, "UHEAD_VIZ_JUDGE_MODEL": "judge-m",
-               "NO_PROXY": "127.0.0.1,localhost"}
+        env = {
+            "UHEAD_VIZ_JUDGE_BASE_URL": api.base_url,
+            "UHEAD_VIZ_JUDGE_MODEL": "judge-m",
+            "NO_PROXY": "127.0.0.1,localhost",
+        }
         for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
             monkeypatch.delenv(var, raising=False)
         before, _ = whole_rows(jobs["outputs"]["label"])
@@ -236,5 +323,12 @@ def test_train_resumes_after_sigkill(jobs, monkeypatch):
     assert final["log"][:at_kill] == state["log"]  # the epochs before the kill are kept as they were
     head = load_head(jobs["root"] / "head")
     assert head.training_summary["epochs_run"] == EPOCHS and 0.0 <= head.threshold <= 1.0
-    record("resume_train", {"killed_after_s": info["after_s"], "epochs_at_kill": at_kill, "epochs_total": EPOCHS,
-                            "resume_s": round(resume_s, 1)})
+    record(
+        "resume_train",
+        {
+            "killed_after_s": info["after_s"],
+            "epochs_at_kill": at_kill,
+            "epochs_total": EPOCHS,
+            "resume_s": round(resume_s, 1),
+        },
+    )
