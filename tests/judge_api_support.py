@@ -110,3 +110,22 @@ def serve() -> Iterator[FakeAPI]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+JUDGE_ENV_VARS = [
+    "UHEAD_VIZ_JUDGE_BASE_URL",
+    "UHEAD_VIZ_JUDGE_MODEL",
+    "UHEAD_VIZ_JUDGE_API_KEY",
+    "OPENAI_BASE_URL",
+    "OPENAI_API_KEY",
+    "UHEAD_VIZ_JUDGE_TIMEOUT",
+    "UHEAD_VIZ_JUDGE_ATTEMPTS",
+    "UHEAD_VIZ_JUDGE_BACKOFF",
+]
+
+
+def isolate_judge_env(monkeypatch) -> None:
+    """Clear the judge's settings and any proxy, so a test reaches only its local fake server."""
+    for var in JUDGE_ENV_VARS + ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import pytest
-from judge_api_support import CRITIQUE, Handler, Server, serve
+from judge_api_support import CRITIQUE, Handler, Server, isolate_judge_env, serve
 
 from uhead_viz.labels import get_labeler
 from uhead_viz.labels.api_judge import (
@@ -31,16 +31,6 @@ from uhead_viz.steps import Chain
 
 KEY = "sk-test-secret-0123456789"
 REFERENCE = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nAltogether 48+24 = <<48+24=72>>72 clips.\n#### 72"
-ENV_VARS = [
-    "UHEAD_VIZ_JUDGE_BASE_URL",
-    "UHEAD_VIZ_JUDGE_MODEL",
-    "UHEAD_VIZ_JUDGE_API_KEY",
-    "OPENAI_BASE_URL",
-    "OPENAI_API_KEY",
-    "UHEAD_VIZ_JUDGE_TIMEOUT",
-    "UHEAD_VIZ_JUDGE_ATTEMPTS",
-    "UHEAD_VIZ_JUDGE_BACKOFF",
-]
 
 
 def make_chain(n: int = 4) -> Chain:
@@ -69,9 +59,7 @@ def api():
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    for var in ENV_VARS + ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    isolate_judge_env(monkeypatch)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import json
 import time
 
 import pytest
-from judge_api_support import serve
+from judge_api_support import isolate_judge_env, serve
 
 from uhead_viz.cli import main
 from uhead_viz.labels.api_judge import APIJudgeLabeler, JudgeConfigError, JudgeError
@@ -29,22 +29,7 @@ STEPS = [
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, tmp_path):
-    for var in (
-        "UHEAD_VIZ_JUDGE_BASE_URL",
-        "UHEAD_VIZ_JUDGE_MODEL",
-        "UHEAD_VIZ_JUDGE_API_KEY",
-        "OPENAI_BASE_URL",
-        "OPENAI_API_KEY",
-        "UHEAD_VIZ_JUDGE_TIMEOUT",
-        "UHEAD_VIZ_JUDGE_ATTEMPTS",
-        "UHEAD_VIZ_JUDGE_BACKOFF",
-        "http_proxy",
-        "HTTP_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    isolate_judge_env(monkeypatch)
     monkeypatch.setenv("UHEAD_VIZ_CACHE", str(tmp_path / "cache"))
 
 
