@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tiny_models import tiny_config
+from tiny_models import tiny_config, wrap
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from uhead_viz.llm import ASSISTANT_PREFIX, LLM, _fingerprint
+from uhead_viz.llm import ASSISTANT_PREFIX, LLM
 
 SCRIPT = (
     "Step 1: She sold 48 / 2 = 24 clips in May.\n"
@@ -81,15 +81,7 @@ def make_step_llm(tokenizer, script: str = SCRIPT, seed: int = 0, name: str = "t
     rest = tokenizer(script[len(ASSISTANT_PREFIX) :], add_special_tokens=False)["input_ids"]
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
     model.setup(header, prefix + rest + [eos], len(prefix))
-    return LLM(
-        model=model,
-        tokenizer=tokenizer,
-        name=name,
-        source="test",
-        fingerprint=_fingerprint(model),
-        eos_ids={eos, tokenizer.convert_tokens_to_ids("<|endoftext|>")},
-        precision="fp32",
-    )
+    return wrap(model, tokenizer, name)
 
 
 @contextlib.contextmanager

@@ -169,27 +169,29 @@ def ensure_converted(pack_key: str = DEFAULT_PACK) -> Path:
     cache_dir().mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="convert-", dir=cache_dir()))
     try:
-        convert_gguf(pack, assemble(pack, work / "model.gguf"))
+        convert_gguf(pack, assemble(pack, work / "model.gguf"), verified=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out
 
 
-def convert_gguf(pack: Pack, gguf: Path) -> Path:
+def convert_gguf(pack: Pack, gguf: Path, verified: bool = False) -> Path:
     """Convert an assembled GGUF of ``pack`` into the pack's cache folder, as ensure_converted would.
 
     Split out so a machine without the PyPI packages (a GPU box that only received the
-    GGUF bytes) can build the same cache folder; the size and sha256 are checked here too.
+    GGUF bytes) can build the same cache folder. Size and sha256 are checked unless the
+    caller already did (``assemble`` hashes while it concatenates).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    h = hashlib.sha256()
-    with open(gguf, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    if gguf.stat().st_size != pack.size or h.hexdigest() != pack.sha256:
-        raise PackError(f"{gguf} is not the GGUF of '{pack.key}': size or sha256 differs from the pack's.")
+    if not verified:
+        h = hashlib.sha256()
+        with open(gguf, "rb") as f:
+            while block := f.read(CHUNK):
+                h.update(block)
+        if gguf.stat().st_size != pack.size or h.hexdigest() != pack.sha256:
+            raise PackError(f"{gguf} is not the GGUF of '{pack.key}': size or sha256 differs from the pack's.")
     out = converted_dir(pack)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="convert-", dir=out.parent))
