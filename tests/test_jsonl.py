@@ -118,3 +118,16 @@ def test_read_rows_tolerates_bad_utf8(tmp_path):
 def test_read_rows_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         list(read_rows(tmp_path / "nope.jsonl"))
+
+
+def test_line_separators_inside_strings_stay_in_their_row(tmp_path):
+    # a 0.5B-model chain held raw U+2028s; str.splitlines() cut its row into five bad lines
+    p = tmp_path / "chains.jsonl"
+    odd = "Step 1: 6 blue\u2028Step 2: 4 red\x85 and\x0c\x1e\u2029 more"
+    with ResumableWriter(p) as w:
+        w.write({"id": "a", "steps": [odd]})
+        w.write({"id": "b", "steps": ["x"]})
+    got = list(read_rows(p))
+    assert [(n, r, e) for n, r, e in got] == [(1, {"id": "a", "steps": [odd]}, None), (2, {"id": "b", "steps": ["x"]}, None)]
+    assert ResumableWriter(p).done == {"a", "b"}
+    assert p.read_text(encoding="utf-8").count("\n") == 2  # nothing was rewritten as torn

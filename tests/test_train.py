@@ -86,6 +86,47 @@ def test_feature_store_refuses_another_recipe(tmp_path):
         FeatureStore(tmp_path, CaptureSpec(window=4, top_k=2), {"name": "m", "fingerprint": "f"})
 
 
+def test_feature_store_absorbs_a_parallel_jobs_store(tmp_path):
+    base = {"name": "m", "fingerprint": "f"}
+    with FeatureStore(tmp_path / "a", SPEC, base, shard_size=2) as a:
+        a.add("k0", "r0", torch.zeros(2, 5), [[0, 2]])
+    with FeatureStore(tmp_path / "b", SPEC, base, shard_size=2) as b:
+        for i in range(3):  # k0 again: the same chain captured by both jobs
+            b.add(f"k{i}", f"r{i}", torch.full((3, 5), float(i)), [[0, 1], [1, 3]])
+    a = FeatureStore(tmp_path / "a", SPEC, base)
+    assert a.absorb(tmp_path / "b") == 2
+    assert a.absorb(tmp_path / "b") == 0  # merging twice adds nothing
+    again = FeatureStore(tmp_path / "a", SPEC, base)  # what a later job sees on disk
+    got = again.load()
+    assert sorted(got) == ["k0", "k1", "k2"]
+    assert torch.equal(got["k0"][0], torch.zeros(2, 5, dtype=torch.float16))  # its own copy kept
+    assert torch.equal(got["k2"][0], torch.full((3, 5), 2.0, dtype=torch.float16))
+    assert got["k2"][1] == [[0, 1], [1, 3]]
+    FeatureStore(tmp_path / "c", SPEC, {"name": "other", "fingerprint": "g"}).close()
+    with pytest.raises(InputError, match="another model or feature recipe"):
+        again.absorb(tmp_path / "c")
+    with pytest.raises(InputError, match="not a feature store"):
+        again.absorb(tmp_path / "nothing")
+
+
+def test_gold_chains_are_reference_solutions_without_annotations(tmp_path):
+    from uhead_viz.cli import main
+
+    src = tmp_path / "train.jsonl"
+    rows = [{"question": "Natalia sold 48 clips, then half as many.", "answer": GOLD}, {"question": "q", "answer": "x"}]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "gold.jsonl"
+    for _ in range(2):  # a rerun appends nothing
+        assert main(["gold-chains", "--input", str(src), "--output", str(out)]) == 0
+    got = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert got == [{
+        "id": "gold-train-0", "problem": rows[0]["question"], "steps": ["Half of 48 is 48/2 = 24.", "In all 48+24 = 72."],
+        "answer": "72", "model": "gsm8k-reference",
+    }]
+    lab = get_labeler("reference").label(chain(got[0]["steps"], got[0]["answer"], got[0]["problem"]), GOLD)
+    assert lab.labels == [0, 0]
+
+
 def _flat(xs: list[list[float]]) -> list[float]:
     return [v for x in xs for v in x]
 

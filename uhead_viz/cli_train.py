@@ -204,8 +204,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gold_chains(args: argparse.Namespace) -> int:
+    from .gold_chains import gold_row
+
+    rows = _rows(_files([args.input]))[args.offset :]
+    if args.limit:
+        rows = rows[: args.limit]
+    made = 0
+    with ResumableWriter(args.output) as w:
+        for i, row in enumerate(rows, start=args.offset):
+            out = gold_row(row, f"gold-{Path(args.input).stem}-{i}")
+            if out is None:
+                logger.warning("Row %d of %s has no '#### answer' solution; skipped", i, args.input)
+            elif out["id"] not in w.done:
+                w.write(out)
+                made += 1
+    logger.info("%s: %d reference-solution chains added", args.output, made)
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
     from .train import TrainConfig
+
+    gc = sub.add_parser("gold-chains", help="GSM8K reference solutions as chains written by someone else (training data)")
+    gc.add_argument("--input", required=True, help="GSM8K JSONL (question, answer ending '#### N'); train split only")
+    gc.add_argument("--output", required=True, help="JSONL to append chains to; ids already there are skipped")
+    gc.add_argument("--offset", type=int, default=0, help="skip the first N questions")
+    gc.add_argument("--limit", type=int, default=0, help="only N questions (after --offset)")
+    gc.set_defaults(func=cmd_gold_chains)
 
     lb = sub.add_parser("label", help="label each step of chains (0 fine, 1 wrong) for training or evaluation")
     lb.add_argument("--input", nargs="+", required=True, help="chain JSONL files (globs allowed)")

@@ -96,6 +96,38 @@ class FeatureStore:
                 self.index[k] = row
         self._buf.clear()
 
+    def absorb(self, other: str | Path) -> int:
+        """Copy in the chains of another store with the same recipe; returns how many were new.
+
+        A store has one writer at a time, so parallel ``features`` jobs (one per GPU
+        process or machine) each fill a store of their own and are merged here before
+        training. Shards are copied whole and renamed into this store's numbering.
+        """
+        if not (Path(other) / META).is_file():
+            raise InputError(f"{other} is not a feature store (no {META}).")
+        have = json.loads((self.root / META).read_text(encoding="utf-8"))
+        src = FeatureStore(other, self.spec, have["base_model"])  # refuses another model or recipe
+        self.flush()
+        by_shard: dict[str, list[dict[str, Any]]] = {}
+        for row in src.index.values():
+            if row["key"] not in self.index:
+                by_shard.setdefault(row["shard"], []).append(row)
+        added = 0
+        for shard, rows in sorted(by_shard.items()):
+            name = f"shard-{self._next:05d}.safetensors"
+            tmp = self.root / (name + ".tmp")
+            with safe_open(str(src.root / shard), framework="pt") as f:
+                save_file({r["key"]: f.get_tensor(r["key"]) for r in rows}, str(tmp))
+            os.replace(tmp, self.root / name)
+            self._next += 1
+            with ResumableWriter(self.root / INDEX, id_key="key") as w:
+                for r in rows:
+                    row = {**r, "shard": name}
+                    w.write(row)
+                    self.index[r["key"]] = row
+            added += len(rows)
+        return added
+
     def close(self) -> None:
         self.flush()
 

@@ -82,7 +82,9 @@ def read_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | None, st
         for i, r in enumerate(rows, start=1):
             yield (i, r, None) if isinstance(r, dict) else (i, None, "not a JSON object")
         return
-    for i, line in enumerate(text.splitlines(), start=1):
+    # only "\n" ends a JSON Lines record: str.splitlines() would also cut at U+2028, U+0085 or
+    # a form feed, which JSON strings may hold raw (model output does; ensure_ascii=False keeps them)
+    for i, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
