@@ -42,7 +42,9 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    rows = [r for r in _rows(_files(args.data)) if is_val(str(r.get("problem") or r.get("question")), args.val_fraction)]
+    rows = [
+        r for r in _rows(_files(args.data)) if is_val(str(r.get("problem") or r.get("question")), args.val_fraction)
+    ]
     meta = json.loads((Path(args.store) / "meta.json").read_text(encoding="utf-8"))
     store = FeatureStore(args.store, CaptureSpec.from_dict(meta["features"]), meta["base_model"])
     examples = load_examples(rows, store)
@@ -65,7 +67,9 @@ def main() -> int:
                 "pr_auc": metrics.pr_auc(labels, sc) if n_pos else None,
                 "roc_auc": metrics.roc_auc(labels, sc) if n_pos else None,
                 "wrong_steps": n_pos,
-                "mean_score_of_fine_steps": _mean([s for ls, ss in zip(labels, sc) for lab, s in zip(ls, ss) if lab == 0]),
+                "mean_score_of_fine_steps": _mean(
+                    [s for ls, ss in zip(labels, sc) for lab, s in zip(ls, ss) if lab == 0]
+                ),
             }
         _, cfg = read_config(folder)
         result["heads"][folder] = {"own_validation": cfg.get("metrics", {}).get("validation", {}).get("pr_auc"), **per}

@@ -128,6 +128,9 @@ def test_line_separators_inside_strings_stay_in_their_row(tmp_path):
         w.write({"id": "a", "steps": [odd]})
         w.write({"id": "b", "steps": ["x"]})
     got = list(read_rows(p))
-    assert [(n, r, e) for n, r, e in got] == [(1, {"id": "a", "steps": [odd]}, None), (2, {"id": "b", "steps": ["x"]}, None)]
+    assert [(n, r, e) for n, r, e in got] == [
+        (1, {"id": "a", "steps": [odd]}, None),
+        (2, {"id": "b", "steps": ["x"]}, None),
+    ]
     assert ResumableWriter(p).done == {"a", "b"}
     assert p.read_text(encoding="utf-8").count("\n") == 2  # nothing was rewritten as torn

@@ -119,10 +119,9 @@ def test_gold_chains_are_reference_solutions_without_annotations(tmp_path):
     for _ in range(2):  # a rerun appends nothing
         assert main(["gold-chains", "--input", str(src), "--output", str(out)]) == 0
     got = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    assert got == [{
-        "id": "gold-train-0", "problem": rows[0]["question"], "steps": ["Half of 48 is 48/2 = 24.", "In all 48+24 = 72."],
-        "answer": "72", "model": "gsm8k-reference",
-    }]
+    steps = ["Half of 48 is 48/2 = 24.", "In all 48+24 = 72."]
+    want = {"id": "gold-train-0", "problem": rows[0]["question"], "steps": steps, "answer": "72"}
+    assert got == [{**want, "model": "gsm8k-reference"}]
     lab = get_labeler("reference").label(chain(got[0]["steps"], got[0]["answer"], got[0]["problem"]), GOLD)
     assert lab.labels == [0, 0]
 

@@ -226,7 +226,9 @@ def cmd_gold_chains(args: argparse.Namespace) -> int:
 def add_parsers(sub: Any) -> None:
     from .train import TrainConfig
 
-    gc = sub.add_parser("gold-chains", help="GSM8K reference solutions as chains written by someone else (training data)")
+    gc = sub.add_parser(
+        "gold-chains", help="GSM8K reference solutions as chains written by someone else (training data)"
+    )
     gc.add_argument("--input", required=True, help="GSM8K JSONL (question, answer ending '#### N'); train split only")
     gc.add_argument("--output", required=True, help="JSONL to append chains to; ids already there are skipped")
     gc.add_argument("--offset", type=int, default=0, help="skip the first N questions")
