@@ -10,7 +10,7 @@ DATA ?= ../shared/data
 CHAIN_SHARD_SIZE ?= 200
 CHAIN_SHARDS ?= 0 1 2 3 4 5 6 7
 
-.PHONY: run test unit setup examples models models-all bench accuracy chains labels features train lint clean-cache
+.PHONY: run test unit setup examples models models-all bench accuracy chains chains-other labels features train lint clean-cache
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PY) not found). Set PY=/path/to/python3.11"; exit 1; }
@@ -64,21 +64,35 @@ chains: setup
 	    --offset $$((i * $(CHAIN_SHARD_SIZE))) --limit $(CHAIN_SHARD_SIZE) --batch-size 8 || exit 1; \
 	done
 
+# Text the default model did not write, read by it teacher-forced, on GSM8K *train* questions
+# the self-chains do not use: Qwen2.5-Coder-0.5B's chains (questions 1600-2399, often wrong)
+# and the reference solutions (2400-3199, right). Without them the head calls most steps of
+# other authors' text wrong (see the README's Figures).
+OTHER := data/chains/gsm8k_train_other
+chains-other: setup $(EXTRA_STAMP)
+	$(BIN)/python -m uhead_viz generate --model qwen-coder-0.5b --input $(DATA)/gsm8k/train.jsonl \
+	  --output $(OTHER)/qwen-coder-0.5b.jsonl --offset 1600 --limit 800 --id-prefix qc05b- --batch-size 8
+	$(BIN)/python -m uhead_viz gold-chains --input $(DATA)/gsm8k/train.jsonl \
+	  --output $(OTHER)/gsm8k-reference.jsonl --offset 2400 --limit 800
+
 # The whole training recipe, each stage resumable: chains -> labels -> features -> head.
 # Labels and chains are small JSONL committed as they grow; features are a cache.
 HEAD_OUT ?= checkpoints/qwen-coder-1.5b
 labels: setup
 	$(BIN)/python -m uhead_viz label --input 'data/chains/gsm8k_train/shard-*.jsonl' \
 	  --output-dir data/labels/gsm8k_train --references $(DATA)/gsm8k/train.jsonl
+	$(BIN)/python -m uhead_viz label --input '$(OTHER)/*.jsonl' \
+	  --output-dir data/labels/gsm8k_train_other --references $(DATA)/gsm8k/train.jsonl
 	$(BIN)/python -m uhead_viz label --input data/chains/eval/gsm8k_test100_qwen-coder-1.5b_int8.jsonl \
 	  --output-dir data/labels/eval --references $(DATA)/gsm8k/test.jsonl
 
 features: labels
-	$(BIN)/python -m uhead_viz features --input 'data/labels/gsm8k_train/shard-*.jsonl'
+	$(BIN)/python -m uhead_viz features --input 'data/labels/gsm8k_train/shard-*.jsonl' \
+	  'data/labels/gsm8k_train_other/*.jsonl'
 
-train: chains features
+train: chains chains-other features
 	$(BIN)/python -m uhead_viz train --data 'data/labels/gsm8k_train/shard-*.jsonl' \
-	  --out $(HEAD_OUT)
+	  'data/labels/gsm8k_train_other/*.jsonl' --out $(HEAD_OUT)
 
 lint: setup
 	$(BIN)/ruff check .

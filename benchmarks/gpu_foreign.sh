@@ -60,15 +60,9 @@ wait $small || { log "0.5B conversion failed"; cat "$OUT/logs/convert_small.log"
 log "0.5B model ready"
 
 # the 0.5B model's chains, with ids of their own so they never meet a self-chain's id
-$PY - "$DATA/gsm8k/train.jsonl" "$SMALL_FIRST" "$SMALL_COUNT" >"$OUT/small_questions.jsonl" <<'EOF'
-import json, sys
-rows = [json.loads(line) for line in open(sys.argv[1], encoding="utf-8")]
-first, count = int(sys.argv[2]), int(sys.argv[3])
-for i in range(first, min(first + count, len(rows))):
-    print(json.dumps({"id": f"qc05b-train-{i}", "question": rows[i]["question"]}))
-EOF
-$CLI generate --model qwen-coder-0.5b --input "$OUT/small_questions.jsonl" --output "$OUT/chains/small.jsonl" \
-  --batch-size "$BATCH" >"$OUT/logs/generate_small.log" 2>&1
+$CLI generate --model qwen-coder-0.5b --input "$DATA/gsm8k/train.jsonl" --output "$OUT/chains/small.jsonl" \
+  --offset "$SMALL_FIRST" --limit "$SMALL_COUNT" --id-prefix qc05b- --batch-size "$BATCH" \
+  >"$OUT/logs/generate_small.log" 2>&1
 log "0.5B chains: $(wc -l <"$OUT/chains/small.jsonl")"
 $CLI gold-chains --input "$DATA/gsm8k/train.jsonl" --output "$OUT/chains/gold.jsonl" \
   --offset "$GOLD_FIRST" --limit "$GOLD_COUNT"

@@ -160,6 +160,11 @@ def test_generate_file_limit(tmp_path, monkeypatch, scripted):
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["qs-0", "qs-1"]
     assert all(r["answer"] == "2" and r["stop_reason"] == "answer" for r in rows)
+    # another model's chains of the same questions, in the same file, keep ids of their own
+    args = ["generate", "--input", str(src), "--output", str(out), "--offset", "1", "--limit", "1"]
+    args += ["--id-prefix", "m2-"]
+    assert main(args) == 0
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ["qs-0", "qs-1", "m2-qs-1"]
 
 
 def test_missing_model_pack_is_one_paragraph_and_exit_2(capsys, tmp_path, monkeypatch):

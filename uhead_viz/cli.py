@@ -63,7 +63,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             logger.warning("Skipping %s line %d: no 'question' or 'problem' text", args.input, lineno)
             continue
         row = dict(row)
-        row.setdefault("id", f"{stem}-{lineno - 1}")
+        row["id"] = f"{args.id_prefix}{row.get('id', f'{stem}-{lineno - 1}')}"
         todo.append((str(row["id"]), q, row))
     todo = todo[args.offset :]
     if args.limit:
@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=8)
     g.add_argument("--offset", type=int, default=0, help="skip the first N questions (for shards)")
     g.add_argument("--limit", type=int, default=0, help="only N questions (after --offset)")
+    g.add_argument(
+        "--id-prefix", default="", help="prefix for row ids, so another model's chains of the same questions keep apart"
+    )
     g.set_defaults(func=cmd_generate)
 
     sc = sub.add_parser("score", help="score each step of chains with the uncertainty head and baselines")
