@@ -69,7 +69,9 @@ def main() -> int:
     for r in rows:
         by_problem.setdefault(str(r.get("problem")), []).append(r)
     problems = list(by_problem)
-    logger.info("%d chains of %d problems scored by all of: %s", len(rows), len(problems), ", ".join(x for x, _ in scored))
+    logger.info(
+        "%d chains of %d problems scored by all of: %s", len(rows), len(problems), ", ".join(x for x, _ in scored)
+    )
 
     def pr(sample: list[str]) -> list[float]:
         rs = [r for p in sample for r in by_problem[p]]
@@ -96,10 +98,15 @@ def main() -> int:
                 "share_ahead": sum(x > 0 for x in diffs) / len(diffs),
             }
         result["scorers"][name] = entry
-    lines = [f"| scorer | PR-AUC | 95 % interval | minus {ref} | 95 % interval | ahead of {ref} |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"| scorer | PR-AUC | 95 % interval | minus {ref} | 95 % interval | ahead of {ref} |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, e in result["scorers"].items():
         d = e.get(f"minus_{ref}")
-        extra = f"{d['point']:+.3f} | [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {d['share_ahead']:.0%}" if d else "| |"
+        extra = (
+            f"{d['point']:+.3f} | [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {d['share_ahead']:.0%}" if d else "| |"
+        )
         lines.append(f"| {name} | {e['pr_auc']:.3f} | [{e['ci95'][0]:.3f}, {e['ci95'][1]:.3f}] | {extra} |")
     logger.info("%s", "\n".join(lines))
     if args.out:

@@ -115,6 +115,31 @@ def test_later_steps_do_not_change_earlier_scores(mode, pool):
     assert torch.allclose(logits[1, :2], base[:2], atol=1e-5)
 
 
+@pytest.mark.parametrize("pool", ["mean", "max", "last"])
+def test_step_context_scores_a_step_by_its_own_tokens(pool):
+    torch.manual_seed(0)
+    head = UHead(UHeadConfig(n_features=12, mode="causal", pool=pool, context="step", **SMALL)).eval()
+    feats = torch.randn(30, 12)
+    spans = [(0, 8), (8, 15), (15, 30)]
+    base = head.step_logits(feats, spans)
+    # other earlier steps, more of them: the last step's score does not move
+    before = torch.randn(21, 12)
+    moved = head.step_logits(torch.cat([before, feats[15:]]), [(0, 5), (5, 13), (13, 21), (21, 36)])
+    assert torch.allclose(moved[-1], base[-1], atol=1e-5)
+    # the whole-chain context does see them
+    chain = UHead(UHeadConfig(n_features=12, mode="causal", pool=pool, **SMALL)).eval()
+    chain.load_state_dict(head.state_dict())
+    a = chain.step_logits(feats, spans)[-1]
+    b = chain.step_logits(torch.cat([before, feats[15:]]), [(0, 5), (5, 13), (13, 21), (21, 36)])[-1]
+    assert not torch.allclose(a, b, atol=1e-4)
+    # batched with padding: the same logits as one chain at a time
+    logits = head(*collate([(feats, spans), (feats[:15], spans[:2])]))
+    assert torch.allclose(logits[0], base, atol=1e-5)
+    assert torch.allclose(logits[1, :2], base[:2], atol=1e-5)
+    with pytest.raises(ValueError, match="context"):
+        UHeadConfig(n_features=12, context="document")
+
+
 def test_step_mode_chunks_give_the_same_logits(monkeypatch):
     import uhead_viz.uhead as uhead_module
 

@@ -186,7 +186,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     examples = load_examples(rows, store)
     cfg = TrainConfig(
         d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, d_ff=args.d_ff, dropout=args.dropout,
-        mode=args.mode, pool=args.pool, lr=args.lr, weight_decay=args.weight_decay, max_epochs=args.epochs,
+        mode=args.mode, pool=args.pool, context=args.context, lr=args.lr, weight_decay=args.weight_decay,
+        max_epochs=args.epochs,
         patience=args.patience,
         seed=args.seed, batch_size=args.batch_size, after_error_weight=args.after_error_weight,
         val_fraction=args.val_fraction,
@@ -261,6 +262,10 @@ def add_parsers(sub: Any) -> None:
             p.add_argument("--dropout", type=float, default=d.dropout)
             p.add_argument("--mode", choices=("causal", "step"), default=d.mode)
             p.add_argument("--pool", choices=("mean", "max", "last"), default=d.pool, help="causal mode: step pooling")
+            p.add_argument(
+                "--context", choices=("chain", "step"), default=d.context,
+                help="causal mode: a token attends to the whole chain so far, or to its own step only",
+            )
             p.add_argument("--lr", type=float, default=d.lr)
             p.add_argument("--weight-decay", type=float, default=d.weight_decay)
             p.add_argument("--epochs", type=int, default=d.max_epochs)

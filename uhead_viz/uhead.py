@@ -11,7 +11,11 @@ step is wrong. Two ways to run it:
 * ``mode="causal"``: one causally-masked pass over the whole chain; each step is read from
   its tokens' outputs (mean, or its last token). The marker embedding then flags the first
   token of every step, since no single step is "the one being scored". n_steps times
-  cheaper, and a token still sees only what came before it.
+  cheaper, and a token still sees only what came before it. With ``context="step"`` a
+  token sees only the earlier tokens of its own step: trained on 3-5-step GSM8K chains, a
+  head that sees the whole chain learns "later step, more likely wrong" (after a first
+  error every step counts as wrong) and carries it to 20-step chains, where it scores
+  position rather than content.
 
 There are no position embeddings: the look-back attention features already say how a
 token relates to its neighbours, and a learned position table would cap chain length.
@@ -64,12 +68,18 @@ class UHeadConfig:
     dropout: float = 0.1
     mode: str = "step"  # "step" | "causal"
     pool: str = "mean"  # "mean" | "max" | "last" (causal mode only; step mode always mean-pools)
+    # What a token's encoder output may attend to (causal mode): "chain", every earlier token;
+    # "step", only the earlier tokens of its own step. "step" keeps a step's score from
+    # depending on how many steps came before (see the module docstring).
+    context: str = "chain"
 
     def __post_init__(self) -> None:
         if self.mode not in ("step", "causal"):
             raise ValueError(f"mode must be 'step' or 'causal', not {self.mode!r}")
         if self.pool not in ("mean", "max", "last"):
             raise ValueError(f"pool must be 'mean', 'max' or 'last', not {self.pool!r}")
+        if self.context not in ("chain", "step"):
+            raise ValueError(f"context must be 'chain' or 'step', not {self.context!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
 
@@ -153,6 +163,11 @@ class UHead(nn.Module):
         if causal:
             t = h.shape[1]
             mask = torch.ones(t, t, dtype=torch.bool, device=h.device).triu(1)
+            if self.config.context == "step":  # also block earlier steps' tokens
+                seg = marker.long().cumsum(-1)  # [B, T]: which step a token is in
+                other = seg[:, :, None] != seg[:, None, :]
+                mask = (mask[None] | other).repeat_interleave(self.config.n_heads, 0)
+                return self.encoder(h, mask=mask, src_key_padding_mask=~valid)
         return self.encoder(h, mask=mask, src_key_padding_mask=~valid, is_causal=causal)
 
     def forward(self, feats: torch.Tensor, valid: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
