@@ -140,6 +140,26 @@ def test_step_context_scores_a_step_by_its_own_tokens(pool):
         UHeadConfig(n_features=12, context="document")
 
 
+def test_window_attention_ignores_how_much_mass_the_window_holds():
+    torch.manual_seed(0)
+    spec = CaptureSpec(window=3, top_k=2)
+    n = feature_dim(2, 2, spec)  # 2 layers x 2 heads x 3 look-back + 2 probs + entropy + log-prob
+    base = {"n_layers": 2, "n_heads": 2}
+    head = UHead(UHeadConfig(n_features=n, mode="causal", attn="window", **SMALL), spec=spec, base=base).eval()
+    feats = torch.rand(20, n)
+    x = head.prepare(feats)
+    assert torch.allclose(x[:, :12].unflatten(-1, (4, 3)).sum(-1), torch.ones(20, 4))
+    assert torch.equal(x[:, 12:], feats[:, 12:])
+    spans = [(0, 8), (8, 20)]
+    shrunk = feats.clone()
+    shrunk[:, :12] *= 0.25  # a longer context: less attention mass on the last few tokens
+    assert torch.allclose(head.step_logits(feats, spans), head.step_logits(shrunk, spans), atol=1e-5)
+    raw = UHead(UHeadConfig(n_features=n, mode="causal", **SMALL), spec=spec, base=base).eval()
+    assert torch.equal(raw.prepare(feats), feats)
+    with pytest.raises(ValueError, match="attn"):
+        UHeadConfig(n_features=n, attn="softmax")
+
+
 def test_step_mode_chunks_give_the_same_logits(monkeypatch):
     import uhead_viz.uhead as uhead_module
 

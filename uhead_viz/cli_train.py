@@ -186,8 +186,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     examples = load_examples(rows, store)
     cfg = TrainConfig(
         d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, d_ff=args.d_ff, dropout=args.dropout,
-        mode=args.mode, pool=args.pool, context=args.context, lr=args.lr, weight_decay=args.weight_decay,
-        max_epochs=args.epochs,
+        mode=args.mode, pool=args.pool, context=args.context, attn=args.attn, lr=args.lr,
+        weight_decay=args.weight_decay, max_epochs=args.epochs,
         patience=args.patience,
         seed=args.seed, batch_size=args.batch_size, after_error_weight=args.after_error_weight,
         val_fraction=args.val_fraction,
@@ -265,6 +265,10 @@ def add_parsers(sub: Any) -> None:
             p.add_argument(
                 "--context", choices=("chain", "step"), default=d.context,
                 help="causal mode: a token attends to the whole chain so far, or to its own step only",
+            )
+            p.add_argument(
+                "--attn", choices=("raw", "window"), default=d.attn,
+                help="look-back attention as captured, or each layer-head's window rescaled to sum to one",
             )
             p.add_argument("--lr", type=float, default=d.lr)
             p.add_argument("--weight-decay", type=float, default=d.weight_decay)

@@ -82,6 +82,7 @@ class TrainConfig:
     mode: str = "causal"
     pool: str = "mean"
     context: str = "chain"
+    attn: str = "raw"
     lr: float = 1e-3
     weight_decay: float = 0.05
     batch_size: int = 16
@@ -216,11 +217,10 @@ def train_head(
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     n_features = train[0].feats.shape[1]
-    sizes = {
-        k: getattr(cfg, k) for k in ("d_model", "n_layers", "n_heads", "d_ff", "dropout", "mode", "pool", "context")
-    }
+    arch = ("d_model", "n_layers", "n_heads", "d_ff", "dropout", "mode", "pool", "context", "attn")
+    sizes = {k: getattr(cfg, k) for k in arch}
     head = UHead(UHeadConfig(n_features=n_features, **sizes), spec=spec, base=llm_info)
-    allf = torch.cat([e.feats.float() for e in train])
+    allf = head.prepare(torch.cat([e.feats.float() for e in train]))
     head.set_normalization(allf.mean(0), allf.std(0))
     del allf
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -72,6 +72,10 @@ class UHeadConfig:
     # "step", only the earlier tokens of its own step. "step" keeps a step's score from
     # depending on how many steps came before (see the module docstring).
     context: str = "chain"
+    # Look-back attention as captured ("raw"), or each layer-head's window rescaled to sum to
+    # one ("window"): the raw mass on the last few tokens shrinks as the context grows, so a
+    # head trained on short chains reads a long chain's attention as out of range.
+    attn: str = "raw"
 
     def __post_init__(self) -> None:
         if self.mode not in ("step", "causal"):
@@ -80,6 +84,8 @@ class UHeadConfig:
             raise ValueError(f"pool must be 'mean', 'max' or 'last', not {self.pool!r}")
         if self.context not in ("chain", "step"):
             raise ValueError(f"context must be 'chain' or 'step', not {self.context!r}")
+        if self.attn not in ("raw", "window"):
+            raise ValueError(f"attn must be 'raw' or 'window', not {self.attn!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
 
@@ -157,6 +163,15 @@ class UHead(nn.Module):
         self.feat_mean.copy_(mean.float())
         self.feat_std.copy_(std.float().clamp(min=1e-3))
 
+    def prepare(self, feats: torch.Tensor) -> torch.Tensor:
+        """Raw stored features -> the head's inputs before standardization (see ``attn``)."""
+        if self.config.attn == "raw":
+            return feats
+        n_attn = int(self.base["n_layers"]) * int(self.base["n_heads"]) * self.spec.window
+        attn = feats[..., :n_attn].unflatten(-1, (-1, self.spec.window))
+        attn = attn / attn.sum(-1, keepdim=True).clamp(min=1e-6)
+        return torch.cat([attn.flatten(-2), feats[..., n_attn:]], -1)
+
     def _encode(self, x: torch.Tensor, marker: torch.Tensor, valid: torch.Tensor, causal: bool) -> torch.Tensor:
         h = x + self.marker(marker.long())
         mask = None
@@ -175,7 +190,7 @@ class UHead(nn.Module):
 
         Padded step rows (all False) get logit 0; mask them out of any loss.
         """
-        x = self.proj((feats - self.feat_mean) / self.feat_std)
+        x = self.proj((self.prepare(feats) - self.feat_mean) / self.feat_std)
         b, s, t = steps.shape
         present = steps.any(-1)
         pos = torch.arange(t, device=feats.device)
