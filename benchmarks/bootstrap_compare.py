@@ -23,6 +23,8 @@ import random
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from uhead_viz import metrics  # noqa: E402
@@ -80,7 +82,9 @@ def main() -> int:
 
     point = pr(problems)
     rng = random.Random(args.seed)
-    draws = [pr([rng.choice(problems) for _ in problems]) for _ in range(args.rounds)]
+    draws = [
+        pr([rng.choice(problems) for _ in problems]) for _ in tqdm(range(args.rounds), desc="bootstrap", unit="round")
+    ]
 
     def ci(xs: list[float]) -> tuple[float, float]:
         xs = sorted(xs)

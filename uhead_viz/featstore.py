@@ -113,19 +113,19 @@ class FeatureStore:
             if row["key"] not in self.index:
                 by_shard.setdefault(row["shard"], []).append(row)
         added = 0
-        for shard, rows in sorted(by_shard.items()):
-            name = f"shard-{self._next:05d}.safetensors"
-            tmp = self.root / (name + ".tmp")
-            with safe_open(str(src.root / shard), framework="pt") as f:
-                save_file({r["key"]: f.get_tensor(r["key"]) for r in rows}, str(tmp))
-            os.replace(tmp, self.root / name)
-            self._next += 1
-            with ResumableWriter(self.root / INDEX, id_key="key") as w:
+        with ResumableWriter(self.root / INDEX, id_key="key") as w:
+            for shard, rows in sorted(by_shard.items()):
+                name = f"shard-{self._next:05d}.safetensors"
+                tmp = self.root / (name + ".tmp")
+                with safe_open(str(src.root / shard), framework="pt") as f:
+                    save_file({r["key"]: f.get_tensor(r["key"]) for r in rows}, str(tmp))
+                os.replace(tmp, self.root / name)  # the shard is whole before its index lines exist
+                self._next += 1
                 for r in rows:
                     row = {**r, "shard": name}
                     w.write(row)
                     self.index[r["key"]] = row
-            added += len(rows)
+                added += len(rows)
         return added
 
     def close(self) -> None:

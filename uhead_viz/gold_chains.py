@@ -12,10 +12,9 @@ labelled like any other chain (``label``), so a wrong reference would show up th
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-_ANNOT = re.compile(r"<<[^<>]*>>")
+from .labels.reference import strip_annotations
 
 
 def gold_row(row: dict[str, Any], row_id: str) -> dict[str, Any] | None:
@@ -25,7 +24,7 @@ def gold_row(row: dict[str, Any], row_id: str) -> dict[str, Any] | None:
     if not question or "####" not in solution:
         return None
     body, answer = solution.rsplit("####", 1)
-    steps = [line.strip() for line in _ANNOT.sub("", body).splitlines() if line.strip()]
+    steps = [line.strip() for line in strip_annotations(body).splitlines() if line.strip()]
     answer = answer.strip().replace(",", "")
     if not steps or not answer:
         return None

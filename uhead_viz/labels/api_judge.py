@@ -49,6 +49,7 @@ from ..llm import InputError
 from ..packs import cache_dir as default_cache_root
 from ..steps import Chain, step_body
 from .base import Labeler, StepLabels, register
+from .reference import strip_annotations
 
 logger = logging.getLogger(__name__)
 
@@ -293,7 +294,7 @@ class APIJudgeLabeler(Labeler):
     def critique_messages(self, chain: Chain, reference: str | None) -> list[dict[str, str]]:
         """Call 1: problem, reference and numbered steps; asks for a critique of every step."""
         ref = (reference or "").strip()
-        ref = re.sub(r"<<[^<>]*>>", "", ref).replace("####", "Final answer:") if ref else NO_REFERENCE
+        ref = strip_annotations(ref).replace("####", "Final answer:") if ref else NO_REFERENCE
         steps = "\n".join(f"Step {i}: {step_body(s)}" for i, s in enumerate(chain.steps, start=1))
         user = CRITIQUE_PROMPT.format(
             problem=chain.problem.strip(),

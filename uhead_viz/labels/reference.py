@@ -51,6 +51,11 @@ CONF_ON_PATH = 0.6  # a step of a wrong chain whose results the reference also r
 _ANNOT = re.compile(r"<<([^<>]*)>>")
 
 
+def strip_annotations(text: str) -> str:
+    """A GSM8K solution without its calculator notes (``48/2 = <<48/2=24>>24`` -> ``48/2 = 24``)."""
+    return _ANNOT.sub("", text)
+
+
 def numbers(text: str) -> set[float]:
     """Every number written in ``text`` (thousands commas removed), as floats."""
     out: set[float] = set()
