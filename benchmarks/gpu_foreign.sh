@@ -18,7 +18,13 @@
 #   self        the model's own chains only
 #   self_small  + the 0.5B model's chains
 #   all         + the 0.5B model's chains + the reference solutions
-# and ATTN / CONTEXT the head's --attn (raw | window) and --context (chain | step).
+# EVAL (optional) names labelled JSONL sets captured here too (two jobs each, while the training
+# features are captured); every head, and the unsupervised baselines once, are then scored on
+# them with `evaluate` into $OUT/eval. LIMIT=N captures only N chains per job (a dry run).
+#
+# and ATTN / CONTEXT the head's --attn (raw | window) and --context (chain | step). An optional
+# fourth field holds comma-separated extras: bal (--balance-position), aew0
+# (--after-error-weight 0), e.g. all:raw:chain:bal,aew0.
 set -u
 : "${GGUF:?set GGUF to the GGUF of the default model}"
 OUT=${OUT:-runs/foreign}
@@ -26,6 +32,9 @@ DATA=${DATA:-../shared/data}
 PY=${PY:-python3}
 VARIANTS=${VARIANTS:-"all:raw:chain all:window:chain all:window:step"}
 SEEDS=${SEEDS:-"0 1"}
+EVAL=${EVAL:-}
+LIMIT=${LIMIT:-0}
+TRAIN_ARGS=${TRAIN_ARGS:-}  # e.g. "--epochs 10 --patience 3" to bound the time of many heads
 BATCH=${BATCH:-160}
 SELF_A=${SELF_A:-"data/labels/gsm8k_train/shard-[0-3].jsonl"}
 SELF_B=${SELF_B:-"data/labels/gsm8k_train/shard-[4-7].jsonl"}
@@ -57,10 +66,22 @@ fi
 convert qwen-coder-1.5b "$GGUF" || exit 1
 log "default model ready"
 # features of the self-chains (already labelled in the repo) start at once, two jobs
-$CLI features --input $SELF_A --store "$STORE.a" >"$OUT/logs/feat_a.log" 2>&1 &
+$CLI features --limit "$LIMIT" --input $SELF_A --store "$STORE.a" >"$OUT/logs/feat_a.log" 2>&1 &
 fa=$!
-$CLI features --input $SELF_B --store "$STORE.b" >"$OUT/logs/feat_b.log" 2>&1 &
+$CLI features --limit "$LIMIT" --input $SELF_B --store "$STORE.b" >"$OUT/logs/feat_b.log" 2>&1 &
 fb=$!
+eval_jobs=()
+for e in $EVAL; do  # held-out sets: two capture jobs each, rows split in file order
+  n=$(basename "$e" .jsonl)
+  mkdir -p "$OUT/eval/$n"
+  split -n l/2 -d "$e" "$OUT/eval/$n/part"
+  for part in 00 01; do
+    cp "$OUT/eval/$n/part$part" "$OUT/eval/$n/part$part.jsonl"
+    $CLI features --limit "$LIMIT" --input "$OUT/eval/$n/part$part.jsonl" --store "$OUT/eval/$n/store.$part" \
+      >"$OUT/logs/feat_eval_$n.$part.log" 2>&1 &
+    eval_jobs+=($!)
+  done
+done
 
 if [ -n "${GGUF_SMALL:-}" ]; then
   wait $small || { log "0.5B conversion failed"; cat "$OUT/logs/convert_small.log"; exit 1; }
@@ -74,45 +95,76 @@ if [ -n "${GGUF_SMALL:-}" ]; then
   SMALL_L=$OUT/labels/small.jsonl
   GOLD_L=$OUT/labels/gold.jsonl
 fi
-$CLI features --input "$SMALL_L" --store "$STORE.c" >"$OUT/logs/feat_c.log" 2>&1 &
+$CLI features --limit "$LIMIT" --input "$SMALL_L" --store "$STORE.c" >"$OUT/logs/feat_c.log" 2>&1 &
 fc=$!
-$CLI features --input "$GOLD_L" --store "$STORE.d" >"$OUT/logs/feat_d.log" 2>&1 &
+$CLI features --limit "$LIMIT" --input "$GOLD_L" --store "$STORE.d" >"$OUT/logs/feat_d.log" 2>&1 &
 fd=$!
 wait $fa $fb $fc $fd
-log "features captured"
-$PY -c "
+log "training features captured"
+merge() {  # STORE PART...: fold the parallel jobs' stores into one
+  $PY -c "
 import json, sys
 from pathlib import Path
 from uhead_viz.capture import CaptureSpec
 from uhead_viz.featstore import FeatureStore
-parts = [Path(sys.argv[1] + s) for s in '.a .b .c .d'.split()]
+parts = [Path(p) for p in sys.argv[2:]]
 meta = json.loads((parts[0] / 'meta.json').read_text())
 with FeatureStore(sys.argv[1], CaptureSpec.from_dict(meta['features']), meta['base_model']) as st:
     for p in parts:
         print(p, st.absorb(p), 'chains merged')
     print(len(st), 'chains in', st.root)
-" "$STORE" || exit 1
+" "$@"
+}
+merge "$STORE" "$STORE.a" "$STORE.b" "$STORE.c" "$STORE.d" || exit 1
 
 SELF_ALL="data/labels/gsm8k_train/shard-*.jsonl"
 export OMP_NUM_THREADS=${TRAIN_THREADS:-2}
 heads=()
+train_jobs=()
 for seed in $SEEDS; do
   for v in $VARIANTS; do
-    IFS=: read -r mix attn context <<<"$v"
+    IFS=: read -r mix attn context opts <<<"$v"
+    extra=()
+    for o in ${opts//,/ }; do
+      case $o in
+        bal) extra+=(--balance-position) ;;
+        aew0) extra+=(--after-error-weight 0) ;;
+        *) log "unknown option $o in $v" ;;
+      esac
+    done
     case $mix in
       self) data=("$SELF_ALL") ;;
       self_small) data=("$SELF_ALL" "$SMALL_L") ;;
       all) data=("$SELF_ALL" "$SMALL_L" "$GOLD_L") ;;
       *) log "unknown mix $mix in $v"; continue ;;
     esac
-    h="$OUT/heads/$mix-$attn-$context-s$seed"
+    name=$mix-$attn-$context${opts:+-${opts//,/-}}-s$seed
+    h="$OUT/heads/$name"
     heads+=("$h")
     $CLI train --store "$STORE" --data "${data[@]}" --attn "$attn" --context "$context" --seed "$seed" --out "$h" \
-      >"$OUT/logs/train_$mix-$attn-$context-s$seed.log" 2>&1 &
+      "${extra[@]}" $TRAIN_ARGS >"$OUT/logs/train_$name.log" 2>&1 &
+    train_jobs+=($!)
   done
 done
-wait
+wait ${train_jobs[@]}
 log "heads trained"
 $PY benchmarks/val_compare.py --store "$STORE" --data "$SELF_ALL" "$SMALL_L" "$GOLD_L" \
   --heads "${heads[@]}" --out "$OUT/val_compare.json"
+if [ -n "$EVAL" ]; then
+  wait "${eval_jobs[@]}"
+  log "held-out features captured"
+  export OMP_NUM_THREADS=1
+  for e in $EVAL; do
+    n=$(basename "$e" .jsonl)
+    merge "$OUT/eval/$n/store" "$OUT/eval/$n/store.00" "$OUT/eval/$n/store.01" || continue
+    $CLI evaluate --data "$e" --format jsonl --store "$OUT/eval/$n/store" --head "${heads[0]}" --methods default \
+      --out "$OUT/eval/$n/baselines.json" >"$OUT/logs/eval_$n.baselines.log" 2>&1 &
+    for h in "${heads[@]}"; do
+      $CLI evaluate --data "$e" --format jsonl --store "$OUT/eval/$n/store" --head "$h" --methods uhead \
+        --out "$OUT/eval/$n/$(basename "$h").json" >"$OUT/logs/eval_$n.$(basename "$h").log" 2>&1 &
+    done
+  done
+  wait
+  log "held-out sets scored"
+fi
 log "done"

@@ -10,6 +10,10 @@ can run the shared trajectory once and each alternative's own tokens only.
 PRM800K's problems are MATH test problems (all 98 are in MATH-500): evaluation only, never training.
 
     python benchmarks/prm800k_sample.py --problems 25 --branches 10 --out data/eval/prm800k_p1t_sample.jsonl
+
+``--exclude`` leaves out every row id of earlier sets, which gives a fresh set of the rated
+alternatives no earlier measurement has read (session 5: all 98 problems, ``--branches 0``,
+excluding ``prm800k_p1t_98x10.jsonl``: 2,324 alternatives in 68 problems).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from uhead_viz.jsonl import read_rows  # noqa: E402
 from uhead_viz.labels.human import prm800k_rows  # noqa: E402
 
 logger = logging.getLogger("prm800k_sample")
@@ -35,9 +40,11 @@ def main() -> None:
     ap.add_argument("--branches", type=int, default=10, help="alternative steps per problem (0: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="data/eval/prm800k_p1t_sample.jsonl")
+    ap.add_argument("--exclude", nargs="*", default=[], help="JSONL sets whose row ids are left out")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    rows = prm800k_rows(args.data)
+    seen = {str(r["id"]) for path in args.exclude for _, r, err in read_rows(path) if not err and r}
+    rows = [r for r in prm800k_rows(args.data) if r["id"] not in seen]
     by_problem: dict[str, list[dict]] = {}
     for r in rows:
         by_problem.setdefault(r["id"].split("-")[2], []).append(r)

@@ -190,6 +190,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay, max_epochs=args.epochs,
         patience=args.patience,
         seed=args.seed, batch_size=args.batch_size, after_error_weight=args.after_error_weight,
+        balance_position=args.balance_position,
         val_fraction=args.val_fraction,
     )
     sources = sorted({str(r.get("label_source")) for r in rows if r.get("label_source")})
@@ -279,6 +280,10 @@ def add_parsers(sub: Any) -> None:
             p.add_argument(
                 "--after-error-weight", type=float, default=d.after_error_weight,
                 help="weight of 'wrong' for steps after a chain's first wrong step (0: leave them out)",
+            )
+            p.add_argument(
+                "--balance-position", action="store_true",
+                help="weight wrong steps per step index so that position alone predicts nothing",
             )
             p.add_argument("--seed", type=int, default=d.seed)
         p.add_argument("--store", default=None, help="feature store folder (default: under ~/.cache/uhead_viz)")

@@ -96,6 +96,11 @@ class TrainConfig:
     # answer any more" label), so for training they may count as wrong at a lower weight;
     # validation always uses the labels as given.
     after_error_weight: float = 0.5
+    # A chain's later steps are more often wrong (they follow its first error), so a head can
+    # learn "late = wrong", which does not carry to longer chains by other authors. With
+    # balance_position, wrong steps get a pos_weight per step-index bucket instead of one
+    # global one, so that position alone predicts nothing in the training loss.
+    balance_position: bool = False
 
 
 @dataclass
@@ -137,19 +142,60 @@ def load_examples(rows: Iterable[dict[str, Any]], store: FeatureStore) -> list[E
     return out
 
 
-def _batch(exs: list[Example], use_conf: bool, after_error_weight: float = 0.0) -> tuple[torch.Tensor, ...]:
+def _targets(e: Example, use_conf: bool, after_error_weight: float) -> list[tuple[int, float, float]]:
+    """(step index, target, weight) of every step that counts in the loss."""
+    first = metrics.first_error(e.labels)
+    out = []
+    for k, lab in enumerate(e.labels):
+        if lab is not None:
+            out.append((k, float(lab), float(e.weights[k]) if use_conf else 1.0))
+        elif first != -1 and k > first and after_error_weight > 0:
+            out.append((k, 1.0, after_error_weight))
+    return out
+
+
+def position_pos_weights(
+    exs: list[Example], use_conf: bool, after_error_weight: float, min_pos: float = 10.0
+) -> list[float]:
+    """Per step index, the weight of a wrong step that makes wrong and fine weigh the same there.
+
+    Step indices are pooled upwards from the last one until a bucket holds ``min_pos`` (weighted)
+    wrong steps, so rare late positions share one weight; a bucket with no fine steps gets 1.
+    """
+    pos: dict[int, float] = {}
+    neg: dict[int, float] = {}
+    for e in exs:
+        for k, y, w in _targets(e, use_conf, after_error_weight):
+            (pos if y > 0.5 else neg)[k] = (pos if y > 0.5 else neg).get(k, 0.0) + w
+    n = max([*pos, *neg], default=-1) + 1
+    out = [1.0] * n
+    k = n - 1
+    while k >= 0:
+        lo, p, q = k, 0.0, 0.0
+        while lo >= 0:
+            p, q = p + pos.get(lo, 0.0), q + neg.get(lo, 0.0)
+            if p >= min_pos:
+                break
+            lo -= 1
+        lo = max(lo, 0)
+        for j in range(lo, k + 1):
+            out[j] = q / p if p > 0 and q > 0 else 1.0
+        k = lo - 1
+    return out
+
+
+def _batch(
+    exs: list[Example], use_conf: bool, after_error_weight: float = 0.0, pos_by_step: list[float] | None = None
+) -> tuple[torch.Tensor, ...]:
     feats, valid, steps = collate([(e.feats.float(), e.spans) for e in exs])
     s = steps.shape[1]
     y = torch.zeros(len(exs), s)
     w = torch.zeros(len(exs), s)
     for i, e in enumerate(exs):
-        first = metrics.first_error(e.labels)
-        for k, lab in enumerate(e.labels):
-            if lab is not None:
-                y[i, k] = float(lab)
-                w[i, k] = float(e.weights[k]) if use_conf else 1.0
-            elif first != -1 and k > first and after_error_weight > 0:
-                y[i, k], w[i, k] = 1.0, after_error_weight
+        for k, target, weight in _targets(e, use_conf, after_error_weight):
+            if pos_by_step is not None and target > 0.5:
+                weight *= pos_by_step[min(k, len(pos_by_step) - 1)]
+            y[i, k], w[i, k] = target, weight
     return feats, valid, steps, y, w
 
 
@@ -225,6 +271,11 @@ def train_head(
     del allf
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     pos_weight = torch.tensor(n_neg / (n_pos + cfg.after_error_weight * n_after))
+    pos_by_step = None
+    if cfg.balance_position:
+        pos_by_step = position_pos_weights(train, cfg.use_confidence, cfg.after_error_weight)
+        logger.info("pos_weight by step index: %s", ", ".join(f"{v:.2f}" for v in pos_by_step))
+        pos_weight = torch.tensor(1.0)
     out = Path(out)
     state_dir = out / STATE
     fingerprint = hashlib.sha1(json.dumps([asdict(cfg), sorted(e.rid for e in examples)]).encode()).hexdigest()
@@ -254,7 +305,7 @@ def train_head(
         total = 0.0
         for i in range(0, len(order), cfg.batch_size):
             part = [train[j] for j in order[i : i + cfg.batch_size]]
-            feats, valid, steps, y, w = _batch(part, cfg.use_confidence, cfg.after_error_weight)
+            feats, valid, steps, y, w = _batch(part, cfg.use_confidence, cfg.after_error_weight, pos_by_step)
             logits = head(feats, valid, steps)
             m = w > 0
             loss = torch.nn.functional.binary_cross_entropy_with_logits(
