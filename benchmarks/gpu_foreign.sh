@@ -157,7 +157,9 @@ if [ -n "$EVAL" ]; then
   for e in $EVAL; do
     n=$(basename "$e" .jsonl)
     merge "$OUT/eval/$n/store" "$OUT/eval/$n/store.00" "$OUT/eval/$n/store.01" || continue
-    $CLI evaluate --data "$e" --format jsonl --store "$OUT/eval/$n/store" --head "${heads[0]}" --methods default \
+    first=${heads[0]}
+    for h in "${heads[@]}"; do [ -f "$h/config.json" ] && { first=$h; break; }; done
+    $CLI evaluate --data "$e" --format jsonl --store "$OUT/eval/$n/store" --head "$first" --methods default \
       --out "$OUT/eval/$n/baselines.json" >"$OUT/logs/eval_$n.baselines.log" 2>&1 &
     for h in "${heads[@]}"; do
       $CLI evaluate --data "$e" --format jsonl --store "$OUT/eval/$n/store" --head "$h" --methods uhead \
