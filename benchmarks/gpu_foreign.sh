@@ -18,13 +18,16 @@
 #   self        the model's own chains only
 #   self_small  + the 0.5B model's chains
 #   all         + the 0.5B model's chains + the reference solutions
+# and ATTN / CONTEXT the head's --attn (raw | window) and --context (chain | step). An optional
+# fourth field holds comma-separated extras: bal (--balance-position), aew0 / aew05
+# (--after-error-weight 0, the default since session 5, / 0.5, the recipe before), e.g.
+# all:raw:chain:bal. TRAIN_ARGS go to every `train` (session 5: "--epochs 10 --patience 3").
+#
 # EVAL (optional) names labelled JSONL sets captured here too (two jobs each, while the training
 # features are captured); every head, and the unsupervised baselines once, are then scored on
 # them with `evaluate` into $OUT/eval. LIMIT=N captures only N chains per job (a dry run).
-#
-# and ATTN / CONTEXT the head's --attn (raw | window) and --context (chain | step). An optional
-# fourth field holds comma-separated extras: bal (--balance-position), aew0
-# (--after-error-weight 0), e.g. all:raw:chain:bal,aew0.
+# Session 5 lesson: 12 one-thread heads on 3,200 chains need about 5 minutes; with a 10-minute
+# call, capture in one call (STOP_AFTER_FEATURES=1) and train in the next.
 set -u
 : "${GGUF:?set GGUF to the GGUF of the default model}"
 OUT=${OUT:-runs/foreign}
@@ -116,6 +119,11 @@ with FeatureStore(sys.argv[1], CaptureSpec.from_dict(meta['features']), meta['ba
 " "$@"
 }
 merge "$STORE" "$STORE.a" "$STORE.b" "$STORE.c" "$STORE.d" || exit 1
+if [ -n "${STOP_AFTER_FEATURES:-}" ]; then
+  [ -n "$EVAL" ] && wait "${eval_jobs[@]}"
+  log "features in $STORE (and $OUT/eval); stopping before training"
+  exit 0
+fi
 
 SELF_ALL="data/labels/gsm8k_train/shard-*.jsonl"
 export OMP_NUM_THREADS=${TRAIN_THREADS:-2}
@@ -129,6 +137,7 @@ for seed in $SEEDS; do
       case $o in
         bal) extra+=(--balance-position) ;;
         aew0) extra+=(--after-error-weight 0) ;;
+        aew05) extra+=(--after-error-weight 0.5) ;;
         *) log "unknown option $o in $v" ;;
       esac
     done
