@@ -43,6 +43,9 @@ def main() -> None:
     ap.add_argument("--exclude", nargs="*", default=[], help="JSONL sets whose row ids are left out")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    missing = [path for path in args.exclude if not Path(path).is_file()]
+    if missing:
+        raise SystemExit(f"--exclude: no such file: {', '.join(missing)}")
     seen = {str(r["id"]) for path in args.exclude for _, r, err in read_rows(path) if not err and r}
     rows = [r for r in prm800k_rows(args.data) if r["id"] not in seen]
     by_problem: dict[str, list[dict]] = {}

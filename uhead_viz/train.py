@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import random
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -165,11 +166,14 @@ def position_pos_weights(
     Step indices are pooled upwards from the last one until a bucket holds ``min_pos`` (weighted)
     wrong steps, so rare late positions share one weight; a bucket with no fine steps gets 1.
     """
-    pos: dict[int, float] = {}
-    neg: dict[int, float] = {}
+    pos: dict[int, float] = defaultdict(float)
+    neg: dict[int, float] = defaultdict(float)
     for e in exs:
         for k, y, w in _targets(e, use_conf, after_error_weight):
-            (pos if y > 0.5 else neg)[k] = (pos if y > 0.5 else neg).get(k, 0.0) + w
+            if y > 0.5:
+                pos[k] += w
+            else:
+                neg[k] += w
     n = max([*pos, *neg], default=-1) + 1
     out = [1.0] * n
     k = n - 1

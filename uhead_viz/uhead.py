@@ -13,8 +13,8 @@ step is wrong. Two ways to run it:
   token of every step, since no single step is "the one being scored". n_steps times
   cheaper, and a token still sees only what came before it. With ``context="step"`` a
   token sees only the earlier tokens of its own step: trained on 3-5-step GSM8K chains, a
-  head that sees the whole chain learns "later step, more likely wrong" (after a first
-  error every step counts as wrong) and carries it to 20-step chains, where it scores
+  head that sees the whole chain learns "later step, more likely wrong" (later steps
+  more often follow a chain's first error) and carries it to 20-step chains, where it scores
   position rather than content.
 
 There are no position embeddings: the look-back attention features already say how a
