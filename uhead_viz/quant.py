@@ -9,6 +9,12 @@ channel int8 weights; embeddings, norms and attention stay in fp32.
 
 Quantizing takes about 30 s, so the int8 weights, scales and zero points are stored
 as plain tensors in safetensors (no pickle) and rebuilt in a few seconds.
+
+Alignment: the tensors ``safetensors`` hands back are views into one file buffer and may
+be only 8-byte aligned. AVX-512 builds of the int8 kernels use aligned vector loads and
+fault on such pointers (AVX2 kernels tolerate them), so every tensor that reaches a native
+kernel goes through :func:`aligned` first, which copies it into fresh 64-byte-aligned
+memory when it is not already there.
 """
 
 from __future__ import annotations
@@ -28,6 +34,23 @@ from safetensors.torch import load_file, save_file
 logger = logging.getLogger(__name__)
 
 QLinear = torch.ao.nn.quantized.dynamic.Linear
+ALIGNMENT = 64  # bytes: one AVX-512 register, and what PyTorch's CPU allocator guarantees
+
+
+def is_aligned(t: torch.Tensor) -> bool:
+    """Whether ``t`` is contiguous and starts on an ``ALIGNMENT``-byte boundary."""
+    return t.is_contiguous() and t.data_ptr() % ALIGNMENT == 0
+
+
+def aligned(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself when it is safe for vector kernels, else a copy in fresh aligned memory."""
+    if is_aligned(t):
+        return t
+    out = torch.empty(t.shape, dtype=t.dtype, device=t.device)
+    out.copy_(t)
+    if not is_aligned(out):  # the allocator's promise; fail loudly rather than crash natively
+        raise RuntimeError(f"could not allocate {ALIGNMENT}-byte-aligned memory for a {tuple(t.shape)} tensor")
+    return out
 
 
 class W8Linear(torch.nn.Module):
@@ -57,9 +80,22 @@ class W8Linear(torch.nn.Module):
             m.bias.copy_(lin.bias.detach().to(torch.bfloat16))
         return m
 
+    def _realign(self) -> None:
+        """Move buffers a loader left misaligned (a view into a file buffer) into aligned memory."""
+        for name in ("qweight", "scales"):
+            buf = getattr(self, name)
+            if not is_aligned(buf):
+                setattr(self, name, aligned(buf))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # No public op does weight-only int8 x bf16 at this speed; the private one is guarded
+        # by alignment (see the module docstring), checked on every call because it costs
+        # two pointer reads against a matmul.
+        if not (is_aligned(self.qweight) and is_aligned(self.scales)):
+            self._realign()
         shape = x.shape
-        y = torch._weight_int8pack_mm(x.reshape(-1, shape[-1]).to(torch.bfloat16), self.qweight, self.scales)
+        xb = x.reshape(-1, shape[-1]).to(torch.bfloat16).contiguous()
+        y = torch._weight_int8pack_mm(aligned(xb), self.qweight, self.scales)
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
@@ -129,7 +165,7 @@ def load_int8(folder: str | Path, config: Any) -> torch.nn.Module:
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} file")
     qnames = json.loads(meta["qlinear"])
-    tensors = load_file(str(path))
+    tensors = {k: aligned(v) for k, v in load_file(str(path)).items()}
     from .attention import NAME as ATTN
 
     with torch.device("meta"):
@@ -142,7 +178,9 @@ def load_int8(folder: str | Path, config: Any) -> torch.nn.Module:
     def build(name: str) -> tuple[str, QLinear]:
         old = model.get_submodule(name)
         has_bias = f"{name}.bias" in tensors
-        # built 1x1 then given the real weight, so fbgemm packs each weight once, not twice
+        # built 1x1 then given the real weight, so fbgemm packs each weight once, not twice;
+        # the private constructor wraps the stored int8 values as they are (the public
+        # quantize_per_channel would need a float copy and is ~50x slower per layer)
         q = QLinear(1, 1, bias_=has_bias, dtype=torch.qint8)
         q.in_features, q.out_features = old.in_features, old.out_features
         w = torch._make_per_channel_quantized_tensor(
