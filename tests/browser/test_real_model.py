@@ -6,18 +6,14 @@ Slow (the model loads, then writes a chain on the CPU), so marked ``integration`
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
-from browser_support import free_port, shot, wait_idle
+from browser_support import ARTIFACTS, shot, wait_idle
+from proc_support import app_process, free_port
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 QUESTION = "Tom has 3 boxes with 12 pencils in each box. He gives away 10 pencils. How many pencils does he have left?"
 LOAD_S = 900
 ANSWER_S = 900
@@ -29,49 +25,31 @@ def real_app():
     env = dict(os.environ, GRADIO_SERVER_PORT=str(port), HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
     for k in ("UHEAD_VIZ_CHECKPOINTS", "UHEAD_VIZ_EXAMPLES", "UHEAD_VIZ_MODEL"):  # as `make run` would: defaults
         env.pop(k, None)
-    log = open(ROOT / "tests" / "artifacts" / "real-app.log", "w") if (ROOT / "tests" / "artifacts").is_dir() else None
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log or subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.time() + 300
-        while True:
-            assert proc.poll() is None, "app.py exited early"
-            try:
-                with urllib.request.urlopen(url, timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.time() < deadline, "the page was not served"
-            time.sleep(1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        if log:
-            log.close()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with app_process(env, log=ARTIFACTS / "real-app.log") as server:
+        url = f"http://127.0.0.1:{port}/"
+        server.wait_http(url, timeout=300)
+        yield server, url
 
 
 def test_real_model_end_to_end(browser, real_app):
+    server, url = real_app
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = ctx.new_page()
     page.set_default_timeout(ANSWER_S * 1000)
     try:
-        page.goto(real_app)
+        page.goto(url)
         page.wait_for_selector("#question textarea")
-        page.wait_for_selector("#uv-status .uv-pill:has-text('Model:')", timeout=LOAD_S * 1000)
+        server.wait_selector(page, "#uv-status .uv-pill:has-text('Model:')", LOAD_S, "loading the model")
         status = page.inner_text("#uv-status")
         assert "Qwen2.5-Coder-1.5B-Instruct" in status
         page.fill("#question textarea", QUESTION)
         t0 = time.time()
         page.click("#solve")
-        page.wait_for_selector("#chain .uv-step[data-p]")  # the first step coloured while the rest streams
+        # the first step coloured while the rest streams
+        server.wait_selector(page, "#chain .uv-step[data-p]", ANSWER_S, "answering the first question")
         first_coloured = time.time() - t0
-        page.wait_for_selector("#chain .uv-answer")
+        server.wait_selector(page, "#chain .uv-answer", ANSWER_S, "finishing the chain")
         wait_idle(page, "#chain")
         steps = page.query_selector_all("#chain .uv-step")
         assert len(steps) >= 2
@@ -93,6 +71,6 @@ def test_real_model_end_to_end(browser, real_app):
     from uhead_viz.examples import EXAMPLES
 
     # an example question: answered from its stored result when `make examples` was run for this model
-    r = Client(real_app, verbose=False).predict(EXAMPLES[0]["question"], api_name="/analyze")
+    r = Client(url, verbose=False).predict(EXAMPLES[0]["question"], api_name="/analyze")
     assert r["steps"] and all(r["primary"] in s["scores"] for s in r["steps"])
     assert r["model"] == "Qwen2.5-Coder-1.5B-Instruct"
