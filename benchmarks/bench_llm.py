@@ -1,9 +1,13 @@
-"""Runtime benchmark: load times, generation speed, capture overhead, peak memory.
+"""Runtime benchmark: load times, generation speed, capture overhead, peak memory, per precision.
 
     python benchmarks/bench_llm.py [--model qwen-coder-1.5b] [--precision int8] [--cold]
 
---cold converts the model into an empty temporary cache first (GGUF assembly, bf16
-conversion, int8 quantization: a few minutes). Prints one JSON object of figures.
+Without ``--precision`` it first prints the CPU flags the precision rule reads and the
+precision the rule picks here, then measures every precision this machine can run, each in
+a fresh process (so peak memory is that precision's own), and ends with a table. With
+``--precision`` it measures that one and prints one JSON object. ``--cold`` also times a
+first conversion into an empty temporary cache (GGUF assembly, bf16 conversion, int8
+quantization: a few minutes).
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import argparse
 import json
 import logging
 import os
+import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +30,7 @@ import torch  # noqa: E402
 
 from uhead_viz.capture import CaptureSpec, teacher_force  # noqa: E402
 from uhead_viz.llm import load_llm  # noqa: E402
+from uhead_viz.precision import RELEVANT_FLAGS, cpu_flags, default_choice, runnable  # noqa: E402
 
 QUESTIONS = [
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
@@ -90,14 +97,76 @@ def decode_speed(llm, questions, n_new: int) -> dict:
     }
 
 
+def machine() -> dict:
+    """What the figures depend on: CPU model, cores, the flags the precision rule reads, its choice."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    flags = cpu_flags()
+    os.environ.pop("UHEAD_VIZ_PRECISION", None)
+    choice = default_choice()
+    return {
+        "cpu": model or platform.processor(),
+        "arch": platform.machine(),
+        "cores": os.cpu_count(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "flags": [f for f in RELEVANT_FLAGS if f in flags],
+        "rule_picks": choice.precision,
+        "rule_reason": choice.reason,
+        "cuda": torch.cuda.is_available(),
+    }
+
+
+def run_all(args: argparse.Namespace) -> int:
+    """Each precision in its own process; a table at the end."""
+    info = machine()
+    sys.stdout.write("machine: " + json.dumps(info) + "\n")
+    sys.stdout.flush()
+    rows = []
+    for prec in runnable(cpu_flags(), platform.machine()):
+        cmd = [sys.executable, __file__, "--precision", prec, "--tokens", str(args.tokens)]
+        if args.model:
+            cmd += ["--model", args.model]
+        if args.cold:
+            cmd.append("--cold")
+        logging.info("measuring %s ...", prec)
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            rows.append({"precision": prec, "error": f"exit {res.returncode}: {res.stderr.strip()[-300:]}"})
+        else:
+            rows.append(json.loads(res.stdout))
+        sys.stdout.write(json.dumps(rows[-1]) + "\n")
+        sys.stdout.flush()
+    head = (
+        f"{'precision':9} {'warm load s':>11} {'prefill s':>9} {'tok/s 1':>8} {'tok/s 8':>8}"
+        f" {'capture x':>9} {'peak GB':>8}"
+    )
+    sys.stdout.write("\n" + head + "\n")
+    for r in rows:
+        if "error" in r:
+            sys.stdout.write(f"{r['precision']:9} failed: {r['error'][:80]}\n")
+            continue
+        sys.stdout.write(
+            f"{r['precision']:9} {r['warm_load_s']:>11} {r['single']['prefill_s']:>9} "
+            f"{r['single']['decode_tokens_per_s_per_stream']:>8} {r['batched']['decode_tokens_per_s_total']:>8} "
+            f"{r['capture']['ratio']:>9} {r['peak_rss_gb']:>8}\n"
+        )
+    return 1 if any("error" in r for r in rows) else 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None)
-    p.add_argument("--precision", default=None)
+    p.add_argument("--precision", default=None, help="measure only this one (default: every one this CPU runs)")
     p.add_argument("--cold", action="store_true", help="also time a first conversion into an empty cache")
     p.add_argument("--tokens", type=int, default=64, help="decode tokens per stream for the speed figures")
     args = p.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.INFO if args.precision is None else logging.WARNING, format="%(message)s")
+    if args.precision is None:
+        return run_all(args)
     proc = psutil.Process()
     out: dict = {"threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
     if args.cold:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from uhead_viz import llm as llm_mod
+from uhead_viz import precision as precision_mod
 from uhead_viz.llm import (
     ASSISTANT_PREFIX,
     LLM,
@@ -370,6 +371,8 @@ def test_model_and_precision_defaults(monkeypatch):
     assert llm_mod.model_env_default() == "Qwen/Qwen2.5-0.5B-Instruct"
     monkeypatch.delenv("UHEAD_VIZ_PRECISION", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(precision_mod, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    monkeypatch.setattr(precision_mod.platform, "machine", lambda: "x86_64")
     assert llm_mod.default_precision() == "int8"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert llm_mod.default_precision() == "bf16"

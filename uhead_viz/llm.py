@@ -24,6 +24,7 @@ import torch
 
 from . import attention
 from .packs import DEFAULT_PACK, PACKS, PackError, cache_dir, ensure_converted
+from .precision import PRECISIONS, default_precision
 from .steps import ANSWER_RE, STEP_RE, Chain, chain_from_ids, clean_text
 
 logger = logging.getLogger(__name__)
@@ -402,14 +403,6 @@ def _fingerprint(model: Any) -> str:
     return h.hexdigest()[:16]
 
 
-def default_precision() -> str:
-    """``UHEAD_VIZ_PRECISION`` or, on a CPU-only machine, int8 (see quant.py for why); bf16 on a GPU."""
-    env = os.environ.get("UHEAD_VIZ_PRECISION")
-    if env:
-        return env
-    return "bf16" if torch.cuda.is_available() else "int8"
-
-
 def load_llm(
     name: str | None = None,
     precision: str | None = None,
@@ -419,13 +412,17 @@ def load_llm(
     """Load a causal LM by packaged name, local folder or hub id, with eager attention.
 
     Eager attention is required: the features read attention weights, which SDPA does
-    not return (or returns wrong). ``precision`` is int8 (CPU, cached once), bf16 or fp32.
+    not return (or returns wrong). ``precision`` is int8 (CPU, cached once), w8, bf16 or fp32;
+    without one, :mod:`uhead_viz.precision` picks it for this machine.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     name = name or model_env_default()
-    precision = precision or default_precision()
-    if precision not in ("int8", "w8", "bf16", "fp32"):
+    try:
+        precision = precision or default_precision()
+    except ValueError as e:  # a bad UHEAD_VIZ_PRECISION
+        raise PackError(str(e)) from e
+    if precision not in PRECISIONS:
         raise PackError(f"Unknown precision '{precision}': use int8, w8, bf16 or fp32.")
     t0 = time.time()
     if name in PACKS:
