@@ -3,8 +3,8 @@
 The app is thin: the pipeline is ``uhead_viz.engine``, the HTML ``uhead_viz.render``, the
 figures ``uhead_viz.plots``, the stored examples ``uhead_viz.examples``. The model loads in
 the background so the page is served at once; the first request waits for it.
-``UHEAD_VIZ_MODEL`` picks the model (a hub id on Spaces, the packaged
-Qwen2.5-Coder-1.5B-Instruct offline). The main action is the API endpoint ``analyze``.
+``UHEAD_VIZ_MODEL`` picks the model (by default the packaged Qwen2.5-Coder-1.5B-Instruct,
+on a Space too: see docs/deploy.md). The main action is the API endpoint ``analyze``.
 """
 
 from __future__ import annotations
