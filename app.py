@@ -3,12 +3,16 @@
 The app is thin: the pipeline is ``uhead_viz.engine``, the HTML ``uhead_viz.render``, the
 figures ``uhead_viz.plots``, the stored examples ``uhead_viz.examples``. The model loads in
 the background so the page is served at once; the first request waits for it.
-``UHEAD_VIZ_MODEL`` picks the model (a hub id on Spaces, the packaged
-Qwen2.5-Coder-1.5B-Instruct offline). The main action is the API endpoint ``analyze``.
+``UHEAD_VIZ_MODEL`` picks the model (by default the packaged Qwen2.5-Coder-1.5B-Instruct,
+on a Space too: see docs/deploy.md). The main action is the API endpoint ``analyze``.
 """
 
 from __future__ import annotations
 
+# isort: split
+from uhead_viz import zerogpu  # first: on ZeroGPU, `spaces` must be imported before CUDA is touched
+
+# isort: split
 import csv
 import json
 import logging
@@ -30,16 +34,6 @@ from uhead_viz.engine import MAX_UPLOAD_BYTES, Engine, api_result, request_setti
 from uhead_viz.llm import InputError, clean_question, load_llm, model_env_default
 from uhead_viz.packs import PackError
 from uhead_viz.render import method_label
-
-try:  # on Hugging Face ZeroGPU Spaces, model work runs inside @spaces.GPU
-    import spaces
-
-    gpu = spaces.GPU
-except ImportError:
-
-    def gpu(fn):  # type: ignore[no-redef]
-        return fn
-
 
 logger = logging.getLogger("uhead_viz.app")
 
@@ -65,13 +59,19 @@ class EngineHolder:
         if not self.ready.is_set():
             threading.Thread(target=self._load, daemon=True, name="uhead-load").start()
 
-    def _load(self) -> None:
+    def load(self, warm: bool = True) -> None:
+        """Load now, in this thread (ZeroGPU places the model when the app is imported)."""
+        if not self.ready.is_set():
+            self._load(warm)
+
+    def _load(self, warm: bool = True) -> None:
         try:
             import torch
 
             device = os.environ.get("UHEAD_VIZ_DEVICE") or ("cuda" if torch.cuda.is_available() else None)
             self.engine = Engine(load_llm(self.name, device=device))
-            self.engine.warm()
+            if warm:  # a forward pass: on ZeroGPU only inside @spaces.GPU
+                self.engine.warm()
         except (PackError, OSError, ValueError) as e:
             self.error = str(e)
             logger.error("Model failed to load: %s", e)
@@ -97,6 +97,42 @@ class EngineHolder:
 
 
 HOLDER = EngineHolder()
+if zerogpu.enabled():  # a GPU Space: load at import, so the GPU work below finds the model placed
+    HOLDER.load(warm=not zerogpu.on_zero_gpu())
+
+
+# ----- model work (inside @spaces.GPU on ZeroGPU; plain calls elsewhere) --------------------------
+@zerogpu.model_work
+def model_stream(question: str, max_new_tokens: Any, temperature: Any, verifier: str | None) -> Iterator[dict]:
+    """The engine's stream events; closing this generator stops generation at once."""
+    with closing(HOLDER.get().stream(question, max_new_tokens, temperature, verifier=verifier)) as st:
+        yield from st
+
+
+@zerogpu.model_work
+def model_example(question: str) -> tuple[dict[str, Any] | None, str]:
+    """An example's stored result (re-scored when only the head changed), or (None, why not)."""
+    return ex.load(HOLDER.get(), question)
+
+
+@zerogpu.model_work
+def model_verify(analysis: dict[str, Any], name: str) -> dict[str, Any]:
+    return HOLDER.get().verify(analysis, name)
+
+
+@zerogpu.model_work
+def model_paste(problem: str, steps: str, answer: str | None) -> dict[str, Any]:
+    return HOLDER.get().analyze_pasted(problem, steps, answer)
+
+
+@zerogpu.model_work
+def model_row(row: dict[str, Any]) -> dict[str, Any]:
+    return HOLDER.get().analyze_row(row)
+
+
+@zerogpu.model_work
+def model_score_file(path: str) -> Iterator[tuple[int, int, list[dict[str, Any]], list[str]]]:
+    yield from HOLDER.get().score_file(path)
 
 
 # ----- helpers ------------------------------------------------------------------------------------
@@ -150,7 +186,6 @@ def _view(a: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 # ----- ask ----------------------------------------------------------------------------------------
-@gpu
 def ask(question, max_tokens, temperature, verifier, prm_id, auto_verify, mode_label) -> Iterator[tuple]:
     """Stream the chain; each step is coloured as soon as it is complete."""
     mode = _mode(mode_label)
@@ -158,12 +193,12 @@ def ask(question, max_tokens, temperature, verifier, prm_id, auto_verify, mode_l
     try:
         q = clean_question(question or "")
         vname = _verifier_name(verifier, prm_id) if auto_verify else None
-        eng = HOLDER.get()
+        HOLDER.get()  # a model that failed to load is reported before anything else
         # the old chain's state is dropped, so a click during streaming cannot bring it back
         yield render.chain_html({"question": q, "steps": [], "live": True}), "", None, skip, skip, ""
         final = None
         try:
-            with closing(eng.stream(q, max_tokens, temperature, verifier=vname)) as st:  # Stop closes it at once
+            with closing(model_stream(q, max_tokens, temperature, vname)) as st:  # Stop closes it at once
                 for ev in st:
                     if ev["phase"] == "stream":
                         yield render.chain_html(ev["view"], mode), skip, skip, skip, skip, skip
@@ -179,13 +214,12 @@ def ask(question, max_tokens, temperature, verifier, prm_id, auto_verify, mode_l
         yield _err(e), "", skip, skip, skip, ""
 
 
-@gpu
 def show_example(question, mode_label) -> Iterator[tuple]:
     """An example's stored result at once when it fits the loaded model; else generated live."""
     mode = _mode(mode_label)
     try:
-        eng = HOLDER.get()
-        a, why = ex.load(eng, question)
+        HOLDER.get()
+        a, why = model_example(question)
         if a is not None:
             a = _view(a, "ask")
             yield render.chain_html(a, mode), render.step_detail_html(a, None), a, a, None, _info(a, why)
@@ -239,7 +273,6 @@ def compare_views(a):
     return plots.compare_fig(a), render.compare_html(a)
 
 
-@gpu
 def run_verifier(current, verifier, prm_id, mode_label, sel):
     skip = gr.skip()
     if not current or not current.get("steps"):
@@ -248,8 +281,8 @@ def run_verifier(current, verifier, prm_id, mode_label, sel):
         name = _verifier_name(verifier, prm_id)
         if name is None:
             return (skip,) * 7 + (render.notice_html("Choose a verifier first.", "warn"),)
-        eng = HOLDER.get()
-        a = eng.verify(current, name)
+        HOLDER.get()
+        a = model_verify(current, name)
     except Exception as e:
         return (skip,) * 7 + (_err(e),)
     mode = _mode(mode_label)
@@ -263,13 +296,12 @@ def run_verifier(current, verifier, prm_id, mode_label, sel):
 
 
 # ----- paste --------------------------------------------------------------------------------------
-@gpu
 def paste(problem, steps, answer, mode_label):
     skip = gr.skip()
     try:
         clean_question(problem or "")
-        eng = HOLDER.get()
-        a = _view(eng.analyze_pasted(problem, steps, answer), "paste")
+        HOLDER.get()
+        a = _view(model_paste(problem, steps, answer), "paste")
     except Exception as e:
         return _err(e), "", skip, skip, skip
     return render.chain_html(a, _mode(mode_label)), render.step_detail_html(a, None), a, a, None
@@ -354,7 +386,6 @@ def _write_downloads(rows: list[dict[str, Any]], df: pd.DataFrame, report: dict 
     return [str(p) for p in paths]
 
 
-@gpu
 def score_upload(file) -> Iterator[tuple]:
     skip = gr.skip()
     if file is None:
@@ -366,7 +397,7 @@ def score_upload(file) -> Iterator[tuple]:
         rows: list[dict[str, Any]] = []
         errors: list[str] = []
         last = -1
-        for done, total, rows, errors in eng.score_file(path):
+        for done, total, rows, errors in model_score_file(path):
             if done == total or done - last >= max(1, total // 50):
                 last = done
                 df = steps_table(rows)
@@ -386,7 +417,6 @@ def score_upload(file) -> Iterator[tuple]:
         yield _err(e), skip, skip, skip, ""
 
 
-@gpu
 def open_row(rows, mode_label, evt: gr.SelectData):
     skip = gr.skip()
     try:
@@ -396,7 +426,8 @@ def open_row(rows, mode_label, evt: gr.SelectData):
         if row is None:
             msg = render.notice_html("That chain is no longer loaded; score the file again.", "warn")
             return msg, "", skip, skip, skip
-        a = _view(HOLDER.get().analyze_row(row), "file")
+        HOLDER.get()
+        a = _view(model_row(row), "file")
     except Exception as e:
         return _err(e), "", skip, skip, skip
     k = step if 0 <= step < len(a["steps"]) else None
@@ -414,13 +445,13 @@ def _analyses(question: Any, max_new_tokens: Any, temperature: Any, verifier: An
     try:
         q = clean_question(question if question is not None else "")
         tokens, temp, _ = request_settings(max_new_tokens, temperature)  # refuses what is not a number
-        eng = HOLDER.get()
+        HOLDER.get()
         default = tokens == ex.DEFAULT_SETTINGS["max_new_tokens"] and temp == 0.0
-        a = ex.load(eng, q)[0] if default and not verifier else None
+        a = model_example(q)[0] if default and not verifier else None
         if a is None:
             vname = str(verifier or "").strip() or None
             # closed explicitly, so a cancel (GeneratorExit at a yield) stops generation at once
-            with closing(eng.stream(q, max_new_tokens=max_new_tokens, temperature=temperature, verifier=vname)) as st:
+            with closing(model_stream(q, max_new_tokens, temperature, vname)) as st:
                 for ev in st:
                     if ev["phase"] == "stream":
                         yield partial_result(ev["view"])
@@ -459,7 +490,6 @@ def analyze(question: str, max_new_tokens: int = 320, temperature: float = 0.0, 
     return final
 
 
-@gpu
 def analyze_api(
     question: str, max_new_tokens: int = 320, temperature: float = 0.0, verifier: str = ""
 ) -> Iterator[dict]:

@@ -67,7 +67,7 @@ class InputError(ValueError):
 
 
 def model_env_default() -> str:
-    """The model to use when none is named: ``UHEAD_VIZ_MODEL`` (a hub id on Spaces) or the packaged default."""
+    """The model to use when none is named: ``UHEAD_VIZ_MODEL`` or the packaged default (a Space's choice too)."""
     return os.environ.get("UHEAD_VIZ_MODEL", DEFAULT_PACK)
 
 
