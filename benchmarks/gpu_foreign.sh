@@ -9,7 +9,7 @@
 # data therefore also holds the 0.5B model's chains and the GSM8K reference solutions, on
 # GSM8K *train* questions the self-chains do not use; both are committed under
 # data/labels/gsm8k_train_other. With GGUF_SMALL (the GGUF of qwen-coder-0.5b) set, the
-# 0.5B chains and the reference chains are made afresh here instead (as session 4 did).
+# 0.5B chains and the reference chains are made afresh here instead.
 #
 # The script captures features of every chain in four parallel jobs (one store each,
 # merged with FeatureStore.absorb), trains one head per VARIANT and seed, and scores them
@@ -20,13 +20,13 @@
 #   all         + the 0.5B model's chains + the reference solutions
 # and ATTN / CONTEXT the head's --attn (raw | window) and --context (chain | step). An optional
 # fourth field holds comma-separated extras: bal (--balance-position), aew0 / aew05
-# (--after-error-weight 0, the default since session 5, / 0.5, the recipe before), e.g.
-# all:raw:chain:bal. TRAIN_ARGS go to every `train` (session 5: "--epochs 10 --patience 3").
+# (--after-error-weight 0, the default, / 0.5), e.g.
+# all:raw:chain:bal. TRAIN_ARGS go to every `train` (e.g. "--epochs 10 --patience 3").
 #
 # EVAL (optional) names labelled JSONL sets captured here too (two jobs each, while the training
 # features are captured); every head, and the unsupervised baselines once, are then scored on
 # them with `evaluate` into $OUT/eval. LIMIT=N captures only N chains per job (a dry run).
-# Session 5 lesson: 12 one-thread heads on 3,200 chains need about 5 minutes; with a 10-minute
+# Timing: 12 one-thread heads on 3,200 chains need about 5 minutes; with a 10-minute
 # call, capture in one call (STOP_AFTER_FEATURES=1) and train in the next.
 set -u
 : "${GGUF:?set GGUF to the GGUF of the default model}"

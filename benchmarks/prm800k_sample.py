@@ -12,7 +12,7 @@ PRM800K's problems are MATH test problems (all 98 are in MATH-500): evaluation o
     python benchmarks/prm800k_sample.py --problems 25 --branches 10 --out data/eval/prm800k_p1t_sample.jsonl
 
 ``--exclude`` leaves out every row id of earlier sets, which gives a fresh set of the rated
-alternatives no earlier measurement has read (session 5: all 98 problems, ``--branches 0``,
+alternatives no earlier measurement has read (e.g. all 98 problems, ``--branches 0``,
 excluding ``prm800k_p1t_98x10.jsonl``: 2,324 alternatives in 68 problems).
 """
 

@@ -87,7 +87,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.05
     batch_size: int = 16
-    # on 1,600-3,200 chains the best epoch came at 1-6 in every run of sessions 4 and 5
+    # on 1,600-3,200 chains the best epoch came at 1-6 in every run (docs/experiments.md)
     max_epochs: int = 10
     patience: int = 3
     val_fraction: float = 0.2
@@ -97,7 +97,7 @@ class TrainConfig:
     # Most of them carry the wrong value on (a Math-Shepherd-style "cannot reach the right
     # answer any more" label), so for training they may count as wrong at a lower weight;
     # validation always uses the labels as given. The default leaves them out: counted as
-    # wrong (0.5 until session 5) they teach "later = wrong", and on 3,200 chains leaving
+    # wrong (at weight 0.5) they teach "later = wrong", and on 3,200 chains leaving
     # them out gave the better validation PR-AUC (0.530 / 0.507 against 0.469 / 0.503).
     after_error_weight: float = 0.0
     # A chain's later steps are more often wrong (they follow its first error), so a head can

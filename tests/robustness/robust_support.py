@@ -25,7 +25,7 @@ _artifact_lock = threading.Lock()
 def record(section: str, data: Any) -> None:
     """Put ``data`` under ``section`` of tests/artifacts/robustness.json (other sections are kept).
 
-    The figures the README quotes come from this file, so each test writes what it measured
+    The figures docs/robustness.md quotes come from this file, so each test writes what it measured
     the moment it has it, and a run of one test refreshes only its own section.
     """
     with _artifact_lock:

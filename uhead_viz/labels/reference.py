@@ -21,7 +21,7 @@ A step's stated results are the written results of its equations (``... = 24``),
 numbers that are new to the chain (not in the problem or an earlier step). Numbers match
 within ``REL_TOL``, and also as percentages (x100 / /100) and as 60ths (minutes/hours),
 the two conversions GSM8K solutions often leave implicit. The labeler is cheap (no model)
-and its figures against human labels are in the README; it is the default for training
+and its figures against human labels are in docs/benchmarks.md; it is the default for training
 on self-generated chains because the local judge is ~100x slower and, on human-labelled
 data, not more accurate (see ``benchmarks/label_stats.py``).
 """
