@@ -27,6 +27,7 @@ import pandas as pd
 from uhead_viz import examples as ex
 from uhead_viz import plots, render
 from uhead_viz.engine import MAX_UPLOAD_BYTES, Engine, api_result, request_settings, verifier_names
+from uhead_viz.howto import is_probability
 from uhead_viz.llm import InputError, clean_question, load_llm, model_env_default
 from uhead_viz.packs import PackError
 from uhead_viz.render import method_label
@@ -298,7 +299,8 @@ def steps_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
         prim = r["primary"]
         labels = r.get("labels") or [None] * len(r["steps"])
         for k, text in enumerate(r["steps"]):
-            rec = {"chain": r["id"], "step": k + 1, f"p_wrong ({method_label(prim)})": r["scores"][prim][k]}
+            name = "p_wrong" if is_probability(prim) else "score"  # a baseline's number is not a probability
+            rec = {"chain": r["id"], "step": k + 1, f"{name} ({method_label(prim)})": r["scores"][prim][k]}
             for m, vals in r["scores"].items():
                 if m != prim and isinstance(vals, list) and k < len(vals):
                     rec[m] = vals[k]
