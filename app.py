@@ -29,8 +29,9 @@ import gradio as gr
 import pandas as pd
 
 from uhead_viz import examples as ex
-from uhead_viz import plots, render
+from uhead_viz import export, plots, render
 from uhead_viz.engine import MAX_UPLOAD_BYTES, Engine, api_result, request_settings, verifier_names
+from uhead_viz.howto import is_probability
 from uhead_viz.llm import InputError, clean_question, load_llm, model_env_default
 from uhead_viz.packs import PackError
 from uhead_viz.render import method_label
@@ -330,7 +331,8 @@ def steps_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
         prim = r["primary"]
         labels = r.get("labels") or [None] * len(r["steps"])
         for k, text in enumerate(r["steps"]):
-            rec = {"chain": r["id"], "step": k + 1, f"p_wrong ({method_label(prim)})": r["scores"][prim][k]}
+            name = "p_wrong" if is_probability(prim) else "score"  # a baseline's number is not a probability
+            rec = {"chain": r["id"], "step": k + 1, f"{name} ({method_label(prim)})": r["scores"][prim][k]}
             for m, vals in r["scores"].items():
                 if m != prim and isinstance(vals, list) and k < len(vals):
                     rec[m] = vals[k]
@@ -578,6 +580,7 @@ def build(holder: EngineHolder | None = None) -> gr.Blocks:
                         chain = gr.HTML(render.chain_html(None), elem_id="chain", js_on_load=render.STEP_CLICK_JS)
                         detail = gr.HTML(render.step_detail_html(None, None), elem_id="detail")
                         info = gr.HTML("", elem_id="ask-info")
+                        export.add_download_buttons(ask_state, mode, _mode, "ask")
             with gr.Tab("Why", id="why", elem_id="tab-why"):
                 gr.Markdown("What is behind the selected step's score. Click a step in any chain to select it.")
                 step_dd = gr.Dropdown(choices=[], label="Step", elem_id="why-step")
@@ -621,6 +624,7 @@ def build(holder: EngineHolder | None = None) -> gr.Blocks:
                 file_chain = gr.HTML(render.placeholder_html("Click a row of the table to open its chain here."),
                                      elem_id="file-chain", js_on_load=render.STEP_CLICK_JS)
                 file_detail = gr.HTML("", elem_id="file-detail")
+                export.add_download_buttons(file_state, mode, _mode, "file")
             with gr.Tab("Paste a chain", id="paste", elem_id="tab-paste"):
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=4, min_width=320):
@@ -634,6 +638,7 @@ def build(holder: EngineHolder | None = None) -> gr.Blocks:
                         p_chain = gr.HTML(render.placeholder_html("Scored steps appear here."), elem_id="paste-chain",
                                           js_on_load=render.STEP_CLICK_JS)
                         p_detail = gr.HTML("", elem_id="paste-detail")
+                        export.add_download_buttons(paste_state, mode, _mode, "paste")
             with gr.Tab("API", id="api"):
                 gr.Markdown(API_DOC)
 

@@ -92,13 +92,37 @@ def test_chain_escapes_all_user_and_model_text():
 
 
 def test_chain_colours_each_step_and_flags_likely_wrong():
-    html = render.chain_html(analysis(), selected=1)
+    a = analysis(head=True)
+    a["threshold"] = 0.6277
+    html = render.chain_html(a, selected=1)
     assert html.count('class="uv-step') == 3
-    assert html.count("uv-flag") == 2  # 0.55 and 0.9 pass the 0.5 threshold
+    assert html.count("uv-flag") == 1  # only 0.9 passes the head's threshold
     assert 'data-step="1"' in html and "uv-selected" in html
     assert render.heat_hex(0.9) in html
-    assert "Min token prob" in html and "likely wrong" in html  # legend
+    legend = html[html.index('class="uv-legend"'):]
+    assert "probability that the step is wrong, by UHead" in legend and "likely wrong" in legend
+    # the head's threshold is marked on the bar, where it lies on the 0-1 scale
+    assert 'class="uv-legend-thr" style="left:62.8%"' in legend and "threshold 0.63" in legend
     assert 'role="tooltip"' in html
+    assert "How to read this" in legend and "threshold, 0.63" in legend
+
+
+def test_baseline_legend_says_relative_score_not_probability():
+    html = render.chain_html(analysis(), selected=1)
+    legend = html[html.index('class="uv-legend"'):]
+    assert "relative score by Min token prob" in legend and "not a calibrated probability" in legend
+    assert "probability that the step is wrong" not in legend
+    assert "uv-legend-thr" not in legend and "uv-flag" not in html  # no validated threshold to mark or flag by
+    assert "ranks steps" in legend and "How to read this" in legend
+    assert "P(wrong)" not in html.split('class="uv-tip"')[0]  # the badge's title calls it a relative score
+    detail = render.step_detail_html(analysis(), 2)
+    assert "rank 1 of 3" in detail and "likely wrong" not in detail
+
+
+def test_attention_legend_says_it_is_scaled_within_the_chain():
+    legend = render.legend_html("minprob", mode="attn")
+    assert "scaled within this chain" in legend and "chain min" in legend and "chain max" in legend
+    assert "<span>0.5</span>" not in legend
 
 
 def test_live_view_states():

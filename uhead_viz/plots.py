@@ -11,6 +11,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from .howto import is_probability
 from .render import SCALE, heat_hex, method_label, step_tokens
 
 FONT = "Inter, Segoe UI, system-ui, -apple-system, Helvetica Neue, Arial, sans-serif"
@@ -52,6 +53,11 @@ def _short(text: str, n: int = 70) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def _score_axis(primary: str) -> str:
+    """The score axis' title: a probability only for a calibrated method."""
+    return "P(step is wrong)" if is_probability(primary) else "score (higher = less certain)"
+
+
 def step_scores_fig(a: dict[str, Any] | None, selected: int | None = None) -> go.Figure:
     """Per-step bars: the head (or the baseline in its place), the verifier and the combined score."""
     steps = _steps(a)
@@ -71,13 +77,14 @@ def step_scores_fig(a: dict[str, Any] | None, selected: int | None = None) -> go
             x=xs, y=ys, name=label, marker_color=SERIES[role], customdata=hover,
             hovertemplate="%{x}: %{y:.3f}<br>%{customdata}<extra>" + label + "</extra>",
         )
-    thr = float(a.get("threshold") or 0.5)
-    fig.add_hline(y=thr, line_dash="dot", line_color="#d7191c", annotation_text=f"threshold {thr:.2f}",
-                  annotation_position="top left", annotation_font_color="#d7191c")
+    if is_probability(primary):  # a baseline has no validated threshold to draw
+        thr = float(a.get("threshold") or 0.5)
+        fig.add_hline(y=thr, line_dash="dot", line_color="#d7191c", annotation_text=f"threshold {thr:.2f}",
+                      annotation_position="top left", annotation_font_color="#d7191c")
     if selected is not None and 0 <= selected < len(steps):
         fig.add_vrect(x0=selected - 0.5, x1=selected + 0.5, fillcolor="#fdae61", opacity=0.18, line_width=0,
                       layer="below")
-    fig.update_yaxes(range=[0, 1.05], title="P(step is wrong)")
+    fig.update_yaxes(range=[0, 1.05], title=_score_axis(primary))
     return _layout(fig, "Step scores", barmode="group", bargap=0.25)
 
 
@@ -225,7 +232,7 @@ def compare_fig(a: dict[str, Any] | None) -> go.Figure:
     fig.add_scatter(x=xs, y=p, mode="markers", name=method_label(primary),
                     marker={"size": 12, "color": SERIES["primary"]})
     fig.add_hline(y=thr, line_dash="dot", line_color="#d7191c")
-    fig.update_yaxes(range=[-0.03, 1.05], title="P(step is wrong)")
+    fig.update_yaxes(range=[-0.03, 1.05], title=_score_axis(primary))
     fig.update_xaxes(title="step", tickmode="linear", dtick=1)
     title = f"{method_label(primary)} vs verifier, step by step" if has_v else f"{method_label(primary)} per step"
     return _layout(fig, title)

@@ -13,6 +13,8 @@ import math
 import re
 from typing import Any
 
+from . import howto
+
 METHOD_LABELS = {
     "uhead": "UHead",
     "minprob": "Min token prob",
@@ -112,26 +114,49 @@ def fmt(p: Any) -> str:
 
 
 # ----- legend and notices ----------------------------------------------------------------------
-def legend_html(method: str, mode: str = "step", note: str = "") -> str:
-    """The colour key: what the colour means, for which method, from confident to likely wrong."""
+def legend_html(method: str, mode: str = "step", note: str = "", threshold: float | None = None) -> str:
+    """The colour key: what the colour means, for which method, and what its ends stand for.
+
+    Only a calibrated method (``howto.is_probability``) is called a probability and gets its
+    ``threshold`` marked on the bar; a baseline is called a relative score. Token attention
+    is min-max scaled within the chain (``step_tokens``), so its bar runs from the chain's
+    lowest to its highest value, not from 0 to 1.
+    """
+    ticks_at = ("0", "0.25", "0.5", "0.75", "1")
+    mark = ""
     if mode == "attn":
-        title = "Token colour: local look-back attention (mean over layers and heads)"
-        left, right, grad = "attends far back", "attends to the last few tokens", gradient_css(FEATURE_SCALE)
+        title = "Token colour: look-back attention (mean over layers and heads), scaled within this chain"
+        left, right, grad = "the chain's lowest", "the chain's highest", gradient_css(FEATURE_SCALE)
+        ticks_at = ("chain min", "", "", "", "chain max")
     elif mode == "prob":
         title = "Token colour: 1 - probability of the token the model wrote"
         left, right, grad = "expected token", "surprising token", gradient_css()
     else:
-        title = f"Step colour: probability that the step is wrong, by {esc(method_label(method))}"
-        left, right, grad = "confident", "likely wrong", gradient_css()
-    ticks = "".join(f"<span>{t}</span>" for t in ("0", "0.25", "0.5", "0.75", "1"))
+        calibrated = howto.is_probability(method)
+        title = howto.step_title(method_label(method), calibrated)
+        left, right = howto.step_ends(calibrated)
+        grad = gradient_css()
+        if calibrated and threshold is not None:
+            t = _clamp01(threshold)
+            mark = (
+                f'<div class="uv-legend-thr" style="left:{t * 100:.1f}%" title="threshold {fmt(t)}"></div>'
+                f'<div class="uv-legend-thr-label" style="left:{t * 100:.1f}%">threshold {fmt(t)} ⚑</div>'
+            )
+    ticks = "".join(f"<span>{t}</span>" for t in ticks_at)
     extra = f'<div class="uv-legend-note">{esc(note)}</div>' if note else ""
     return (
         f'<div class="uv-legend" role="img" aria-label="{esc(title)}">'
-        f'<div class="uv-legend-title">{title}</div>'
-        f'<div class="uv-legend-bar" style="background:{grad}"></div>'
+        f'<div class="uv-legend-title">{esc(title)}</div>'
+        f'<div class="uv-legend-bar{" uv-has-thr" if mark else ""}" style="background:{grad}">{mark}</div>'
         f'<div class="uv-legend-ticks">{ticks}</div>'
         f'<div class="uv-legend-ends"><span>{esc(left)}</span><span>{esc(right)}</span></div>{extra}</div>'
     )
+
+
+def key_html(method: str, mode: str = "step", threshold: float | None = None) -> str:
+    """The legend with the collapsed "How to read this" panel beside it."""
+    panel = howto.howto_html(method, method_label(method), threshold)
+    return f'<div class="uv-key">{legend_html(method, mode, threshold=threshold)}{panel}</div>'
 
 
 def notice_html(msg: str, kind: str = "error") -> str:
@@ -225,6 +250,7 @@ def chain_html(
     vinfo = view.get("verifier") or {}
     vlabel = vinfo.get("label") if isinstance(vinfo, dict) else None
     final = not view.get("live")
+    flags = howto.is_probability(primary)  # a baseline has no validated threshold to flag by
     parts = ['<div class="uv-chain">']
     q = view.get("question")
     if q:
@@ -243,10 +269,10 @@ def chain_html(
             style = f' style="--uv-bg:{rgba(p, 0.24)};--uv-edge:{heat_hex(p)}"'
             badge = (
                 f'<span class="uv-badge" style="background:{heat_hex(p)};color:{ink(p)}" '
-                f'title="P(wrong) by {esc(method_label(primary))}">{fmt(p)}</span>'
+                f'title="{esc(howto.score_noun(primary, method_label(primary)))}">{fmt(p)}</span>'
             )
             tip = _tooltip(scores, primary, vlabel, s.get("label"))
-            if p >= threshold:
+            if flags and p >= threshold:
                 classes.append("uv-flag")
         elif state == "scoring" or (state == "done" and not scores):
             badge = '<span class="uv-badge uv-wait">scoring…</span>'
@@ -277,7 +303,7 @@ def chain_html(
         parts.append(notice_html(note, "info"))
     parts.append("</div>")
     if show_legend and (steps or final):
-        parts.append(legend_html(primary, mode))
+        parts.append(key_html(primary, mode, threshold))
     return "".join(parts)
 
 
@@ -315,9 +341,15 @@ def step_detail_html(analysis: dict[str, Any] | None, k: int | None) -> str:
             )
     label = s.get("label")
     lab = "" if label is None else f"<p>Human label: <b>{'wrong' if label == 1 else 'fine'}</b>.</p>"
+    if howto.is_probability(primary):
+        call = f"<b>{esc(verdict(p, thr))}</b> by {esc(method_label(primary))}"
+    else:  # a baseline's number only ranks steps: say where this one stands in its chain
+        others = [_clamp01((t.get("scores") or {}).get(primary, 0.0)) for t in analysis["steps"]]
+        rank = 1 + sum(1 for q in others if q > p)
+        call = (f"<b>rank {rank} of {len(others)}</b> by {esc(method_label(primary))} "
+                "(1 = least certain step of the chain)")
     return (
-        f'<div class="uv-detail"><div class="uv-detail-head">Step {k + 1}: <b>{esc(verdict(p, thr))}</b> '
-        f"by {esc(method_label(primary))}</div>"
+        f'<div class="uv-detail"><div class="uv-detail-head">Step {k + 1}: {call}</div>'
         f'<div class="uv-detail-text">{esc(s.get("body", ""))}</div>'
         f'<div class="uv-chips">{"".join(chips)}</div>{why}{lab}</div>'
     )
@@ -494,6 +526,19 @@ CSS = """
 .uv-legend-ticks, .uv-legend-ends { display: flex; justify-content: space-between; font-variant-numeric: tabular-nums; }
 .uv-legend-ends { font-style: italic; }
 .uv-legend-note { margin-top: .2rem; }
+.uv-key { display: flex; flex-wrap: wrap; gap: .4rem 1.6rem; align-items: flex-start; }
+.uv-key .uv-legend { flex: 1 1 20rem; }
+.uv-legend-bar { position: relative; }
+.uv-legend-thr { position: absolute; top: -4px; bottom: -4px; width: 3px; margin-left: -1.5px; border-radius: 2px;
+  background: var(--body-text-color); box-shadow: 0 0 0 1px var(--background-fill-primary); }
+.uv-legend-bar.uv-has-thr { margin-top: 1.35rem; }
+.uv-legend-thr-label { position: absolute; bottom: 15px; transform: translateX(-50%); white-space: nowrap;
+  font-size: .76rem; font-weight: 600; color: var(--body-text-color); background: var(--background-fill-primary);
+  padding: 0 .25rem; border-radius: 4px; }
+.uv-howto { flex: 1 1 16rem; max-width: 40rem; margin-top: 1rem; font-size: .86rem;
+  color: var(--body-text-color-subdued); }
+.uv-howto summary { cursor: pointer; font-weight: 600; color: var(--body-text-color); }
+.uv-howto-body p { margin: .35rem 0 0; line-height: 1.45; }
 .uv-notice { display: flex; gap: .55rem; align-items: baseline; padding: .6rem .85rem; border-radius: var(--uv-radius);
   margin: .3rem 0; font-size: .95rem; line-height: 1.45; }
 .uv-notice.uv-error { background: rgba(215,25,28,.10); border: 1px solid rgba(215,25,28,.45); }

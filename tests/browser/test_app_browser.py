@@ -56,7 +56,8 @@ def test_ask_streams_a_coloured_chain_with_scores_on_hover(page):
     assert page.evaluate("window.pwned") is None
     assert "<script>window.pwned = 1</script> ${1+1}" in page.inner_text("#chain .uv-question")
     # the legend and the model/head status are on the page
-    assert "probability that the step is wrong" in page.inner_text("#chain .uv-legend")
+    legend = page.inner_text("#chain .uv-legend")  # no head here: a baseline, named a relative score
+    assert "relative score" in legend and "probability that the step is wrong" not in legend
     assert "No trained uncertainty head" in page.inner_text("#uv-status")
     steps[1].hover()
     tip = page.wait_for_selector("#chain .uv-step[data-step='1'] .uv-tip", state="visible")
