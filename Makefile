@@ -43,6 +43,7 @@ run: $(RUNTIME_STAMP)
 	$(BIN)/python app.py
 
 test: setup
+	@command -v chromium >/dev/null 2>&1 || echo "make test: chromium is missing; installing Debian's chromium system-wide with apt-get (outside .venv), for the browser tests"
 	@command -v chromium >/dev/null 2>&1 || (apt-get update && apt-get install -y chromium)  # browser tests
 	$(BIN)/python -m pytest -q tests
 

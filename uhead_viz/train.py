@@ -72,7 +72,7 @@ def extract_features(rows: Iterable[dict[str, Any]], llm: Any, store: FeatureSto
 class TrainConfig:
     """Everything that decides the result; stored in the checkpoint's ``training`` section."""
 
-    # Sizes chosen by 4-fold cross-validated PR-AUC on 96 GSM8K-train chains (see the README):
+    # Sizes chosen by 4-fold cross-validated PR-AUC on 96 GSM8K-train chains (see docs/experiments.md):
     # with a few hundred chains a small causal head generalizes better than a wide one, and
     # the causal mode beat the per-step mode at a fraction of its cost.
     d_model: int = 64

@@ -1,6 +1,7 @@
 """End to end with the real default model: `python app.py` as `make run` starts it, driven in Chromium.
 
-Slow (the model loads, then writes a chain on the CPU), so marked ``integration`` too.
+Slow (the model loads, then writes a chain on the CPU), so marked ``integration`` too. With
+``UHEAD_VIZ_SCREENSHOT_DIR`` set, the Ask view is also saved there as ``screenshot-ask.png``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,19 @@ pytestmark = pytest.mark.integration
 QUESTION = "Tom has 3 boxes with 12 pencils in each box. He gives away 10 pencils. How many pencils does he have left?"
 LOAD_S = 900
 ANSWER_S = 900
+
+
+def save_ask_screenshot(page, folder: Path) -> Path:
+    """Save the Ask view with its coloured chain as ``folder/screenshot-ask.png``.
+
+    Set ``UHEAD_VIZ_SCREENSHOT_DIR`` to get it: the README shows this picture
+    (``assets/screenshot-ask.png``), and only a run on the real model makes an honest one.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "screenshot-ask.png"
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(path), full_page=True)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +70,9 @@ def test_real_model_end_to_end(browser, real_app):
         assert all(s.get_attribute("data-p") for s in steps)
         assert "Traceback" not in page.inner_text("body")
         shot(page, "real-model-ask")
+        if os.environ.get("UHEAD_VIZ_SCREENSHOT_DIR"):  # the README's picture of the Ask view
+            saved = save_ask_screenshot(page, Path(os.environ["UHEAD_VIZ_SCREENSHOT_DIR"]))
+            assert saved.stat().st_size > 0
         steps[0].click()
         page.get_by_role("tab", name="Why").click()
         page.wait_for_selector("#fig-attn .js-plotly-plot")

@@ -40,7 +40,7 @@ USERS = {
     "What is 3 * 7?": 21,
 }
 SHORT = 24  # max_new_tokens of every real generation here
-# Bounds asserted below, from measured runs (README, "Robustness"): the process holding the
+# Bounds asserted below, from measured runs (docs/robustness.md): the process holding the
 # 1.5B int8 model peaked at 3.45-3.69 GiB while serving the six users (3.08-3.45 GiB before),
 # and scoring a 4,013-token chain raised the peak by 1.37 GiB (1.95 GiB before the capture pass
 # stopped copying each chunk's logits); most of it is the per-chunk transients of the
