@@ -72,7 +72,7 @@ chains: setup
 # Text the default model did not write, read by it teacher-forced, on GSM8K *train* questions
 # the self-chains do not use: Qwen2.5-Coder-0.5B's chains (questions 1600-2399, often wrong)
 # and the reference solutions (2400-3199, right). Without them the head calls most steps of
-# other authors' text wrong (see the README's Figures).
+# other authors' text wrong (see docs/experiments.md).
 OTHER := data/chains/gsm8k_train_other
 chains-other: setup $(EXTRA_STAMP)
 	$(BIN)/python -m uhead_viz generate --model qwen-coder-0.5b --input $(DATA)/gsm8k/train.jsonl \

@@ -124,8 +124,13 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prog_name() -> str:
+    """``uhead-viz`` when run as the installed console script, else ``python -m uhead_viz``."""
+    return "uhead-viz" if Path(sys.argv[0]).name == "uhead-viz" else "python -m uhead_viz"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m uhead_viz", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog=_prog_name(), description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
 
