@@ -74,6 +74,7 @@ class Item:
     labels: list[int | None]
     gold: int | None  # first wrong step, -1 if all are fine, None if unknown (unlabelled steps, no error)
     digest: str
+    finished: bool = True  # the kept steps end the chain (see scorers/trivial.py: ``is_last_step``)
 
 
 def _digest(row: dict[str, Any]) -> str:
@@ -102,6 +103,8 @@ def _check_jsonl(row: dict[str, Any]) -> str | None:
 
 def _item(rid: str, row: dict[str, Any], labels: list[int | None]) -> Item:
     """Keep the steps up to the last labelled one; the first wrong step is the gold answer."""
+    from .scorers.trivial import row_finished
+
     n = max(i for i, x in enumerate(labels) if x is not None) + 1
     keep = {k: v for k, v in row.items() if k not in ("label", "labels", "scores", "steps", "spans")}
     keep["id"] = rid
@@ -113,7 +116,7 @@ def _item(rid: str, row: dict[str, Any], labels: list[int | None]) -> Item:
         gold: int | None = labels.index(1)
     else:
         gold = -1 if all(x == 0 for x in labels) else None
-    return Item(rid, keep, labels, gold, _digest(keep))
+    return Item(rid, keep, labels, gold, _digest(keep), row_finished(row) and n == len(row["steps"]))
 
 
 def load_items(path: str | Path, fmt: str) -> tuple[list[Item], list[dict[str, Any]]]:
@@ -164,12 +167,13 @@ def method_classes() -> dict[str, Any]:
 
 
 def resolve_methods(
-    spec: str | None, prm_family: str | None = None, trust_remote_code: bool = False
+    spec: str | None, prm_family: str | None = None, trust_remote_code: bool = False, evaluation: bool = False
 ) -> tuple[list[str], set[str]]:
     """Method names in run order (combined scores last) and the ones named explicitly.
 
-    ``default`` = the head and every method that is not opt-in; ``all`` = every registered
-    method; ``prm:<id>`` / ``combined:<verifier>`` are registered on the way.
+    ``default`` = the head and every method that is not opt-in (with ``evaluation``, also the
+    trivial baselines every report holds); ``all`` = every registered method;
+    ``prm:<id>`` / ``combined:<verifier>`` are registered on the way.
     """
     from .scorers.combined import PREFIX as COMBINED
     from .scorers.combined import combined_method
@@ -177,7 +181,11 @@ def resolve_methods(
     from .scorers.prm import prm_method
 
     static = method_classes()
-    defaults = [n for n, c in static.items() if not getattr(c, "opt_in", False)]
+    defaults = [
+        n
+        for n, c in static.items()
+        if not getattr(c, "opt_in", False) and (evaluation or not getattr(c, "evaluation_only", False))
+    ]
     out: list[str] = []
     explicit: set[str] = set()
     for tok in [t.strip() for t in (spec or "default").split(",") if t.strip()]:
@@ -207,7 +215,8 @@ def resolve_methods(
     uniq = list(dict.fromkeys(out))
     is_comb = [n == "combined" or n.startswith(COMBINED) for n in uniq]
     order = [n for n, c in zip(uniq, is_comb) if not c] + [n for n, c in zip(uniq, is_comb) if c]
-    order.sort(key=lambda n: n != "uhead")  # stable: the head first, as everywhere else
+    # stable: the head first, as everywhere else; the trivial baselines last, as reference lines
+    order.sort(key=lambda n: (n != "uhead", n in static and getattr(static[n], "evaluation_only", False)))
     return order, explicit
 
 
@@ -226,6 +235,8 @@ def identity(scorer: Any, llm: Any, head_id: str) -> str:
     from .scorers.combined import Combined
     from .scorers.prm import PRM
 
+    if not getattr(scorer, "needs_model", True):
+        return "no model"
     if isinstance(scorer, PRM):
         return f"prm/{scorer.family}/{scorer.model_id}"
     if isinstance(scorer, Combined):
@@ -282,10 +293,11 @@ def run_scoring(
     from tqdm import tqdm
 
     from .scorers.combined import Combined, results_for
+    from .scorers.trivial import text_chain
     from .scoring import row_to_chain
 
     by = {m: identity(s, llm, head_id) for m, s in scorers.items()}
-    by[CAPTURE] = str(llm.fingerprint)
+    by[CAPTURE] = str(llm.fingerprint) if llm is not None else "no model"
     caches = {id(s.cache): s.cache for s in scorers.values()}
 
     def wants_capture(m: str, have: dict[str, Any]) -> bool:
@@ -306,7 +318,8 @@ def run_scoring(
             n_resumed += 1
             continue
         try:
-            chain = row_to_chain(item.row, llm)
+            chain = row_to_chain(item.row, llm) if llm is not None else text_chain(item.row)
+            chain.meta["finished"] = item.finished
             if len(chain.steps) != len(item.labels):
                 raise RowError(f"the chain has {len(chain.steps)} steps but {len(item.labels)} labels")
             for cache in caches.values():
@@ -628,9 +641,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     loaded = load_items(args.data, args.format)  # refuse an unreadable file before the model loads
     if not loaded[0]:
         raise InputError(f"No usable rows in {args.data} (format {args.format}).")
-    methods, explicit = resolve_methods(args.methods, args.prm_family, args.trust_remote_code)
-    llm = load_llm(args.model)
+    methods, explicit = resolve_methods(args.methods, args.prm_family, args.trust_remote_code, evaluation=True)
     from .scorers import SCORERS
+
+    # position and length baselines alone need no model: the run then loads none
+    llm = load_llm(args.model) if any(getattr(SCORERS[m], "needs_model", True) for m in methods) else None
 
     head, head_from, unavailable = None, None, {}
     if any(SCORERS[m].needs_head for m in methods):
@@ -649,9 +664,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 methods = [m for m in methods if m not in dropped]
     if not methods:
         raise InputError("No method left to run.")
-    extra = {"model": llm.name, "head": head_from, "unavailable": unavailable}
+    extra = {"model": llm.name if llm is not None else None, "head": head_from, "unavailable": unavailable}
     store = None
-    if args.store:
+    if args.store and llm is not None:
         from .capture import CaptureSpec
         from .featstore import FeatureStore
         from .uhead import base_info
