@@ -417,6 +417,8 @@ def build_report(
     extra: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, list[list[float]]], list[Item]]:
     """The report dict, plus each method's scores and the items they cover (for the figures)."""
+    from .pairwise import pairwise_accuracy
+
     ok = [it for it in items if it.id in done and all(m in done[it.id] for m in scorers)]
     methods: dict[str, Any] = {}
     per_method: dict[str, list[list[float]]] = {}
@@ -428,6 +430,9 @@ def build_report(
         pb_scores = [x for g, x in zip(gold, sc) if g is not None]
         t = threshold_for(m, s, policy, pb_gold, pb_scores)
         methods[m] = method_report(ok, sc, secs, t, getattr(s, "label", m))
+        pw = pairwise_accuracy([it.row for it in ok], [it.labels for it in ok], sc)
+        if pw is not None:  # rows hold rated alternatives to the same step (see pairwise.py)
+            methods[m]["pairwise"] = pw
         per_method[m] = sc
     cap = [float(done[it.id][CAPTURE]["seconds"]) for it in ok if CAPTURE in done[it.id]]
     shared = [m for m, s in scorers.items() if s.needs_internals]
@@ -469,9 +474,16 @@ def markdown_table(report: dict[str, Any]) -> str:
         head,
         "|" + "---|" * 9,
     ]
+    pairwise = any("pairwise" in r for r in report["methods"].values())
+    if pairwise:
+        lines[2] += " pairwise [95 % CI] |"
+        lines[3] += "---|"
     for m, r in report["methods"].items():
         cells = [r["pr_auc"], r["roc_auc"], r["f1"], r["error_acc"], r["correct_acc"], r["ece"], r["threshold"]]
         lines.append(f"| {m} | " + " | ".join(_fmt(c) for c in cells) + f" | {_fmt(r['seconds_per_chain'], 4)} |")
+        if pairwise:
+            pw = r.get("pairwise")
+            lines[-1] += f" {pw['accuracy']:.3f} [{pw['ci95'][0]:.3f}, {pw['ci95'][1]:.3f}] |" if pw else " |"
     cap = report["capture"]
     if cap["shared_by"]:
         lines.append(f"| (capture, shared) | | | | | | | | {_fmt(cap['seconds_per_chain'], 4)} |")
