@@ -53,6 +53,16 @@ from typing import Any
 
 from .jsonl import ResumableWriter, RowError, read_rows
 from .llm import InputError
+from .thresholds import (
+    Policy,
+    ValThresholds,
+    best_on_data,
+    describe,
+    from_validation,
+    parse_policy,
+    policy_name,
+    threshold_for,
+)
 
 # metrics (scikit-learn) and the label importers are imported where used: the CLI imports
 # this module for its parser, and ``generate`` should not pay for them
@@ -60,7 +70,6 @@ from .llm import InputError
 logger = logging.getLogger(__name__)
 
 FORMATS = ("processbench", "jsonl")
-DEFAULT_THRESHOLD = 0.5
 CAPTURE = "capture"
 
 
@@ -368,22 +377,6 @@ def _num(x: Any) -> Any:
     return x
 
 
-def threshold_for(
-    method: str, scorer: Any, policy: str | float, gold: list[int], scores: list[list[float]]
-) -> tuple[float, str]:
-    if isinstance(policy, float):
-        return policy, "given (--threshold)"
-    if policy == "best":
-        from .metrics import best_threshold
-
-        t, _ = best_threshold(gold, scores)
-        return t, "best F1 on this data (optimistic)"
-    head = getattr(scorer, "head", None)
-    if method == "uhead" and head is not None:
-        return float(head.threshold), "the head's stored threshold"
-    return DEFAULT_THRESHOLD, "default 0.5"
-
-
 def method_report(
     items: list[Item], scores: list[list[float]], seconds: list[float], threshold: tuple[float, str], label: str
 ) -> dict[str, Any]:
@@ -412,7 +405,7 @@ def build_report(
     items: list[Item],
     done: dict[str, dict[str, dict[str, Any]]],
     scorers: dict[str, Any],
-    policy: str | float,
+    policy: Policy,
     skipped: list[dict[str, Any]],
     extra: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, list[list[float]]], list[Item]]:
@@ -430,6 +423,7 @@ def build_report(
         pb_scores = [x for g, x in zip(gold, sc) if g is not None]
         t = threshold_for(m, s, policy, pb_gold, pb_scores)
         methods[m] = method_report(ok, sc, secs, t, getattr(s, "label", m))
+        methods[m]["f1_best"] = best_on_data(pb_gold, pb_scores)  # this data as validation for another run
         pw = pairwise_accuracy([it.row for it in ok], [it.labels for it in ok], sc)
         if pw is not None:  # rows hold rated alternatives to the same step (see pairwise.py)
             methods[m]["pairwise"] = pw
@@ -452,7 +446,8 @@ def build_report(
             "note": "one teacher-forced forward pass per chain, read by every method in shared_by; its time is "
             "counted here once and not in those methods' seconds_per_chain",
         },
-        "threshold_policy": "best" if policy == "best" else ("given" if isinstance(policy, float) else "default"),
+        "threshold_policy": policy_name(policy),
+        **({"thresholds_from": policy.source} if isinstance(policy, ValThresholds) else {}),
         "skipped": skipped,
         **(extra or {}),
     }
@@ -487,6 +482,7 @@ def markdown_table(report: dict[str, Any]) -> str:
     cap = report["capture"]
     if cap["shared_by"]:
         lines.append(f"| (capture, shared) | | | | | | | | {_fmt(cap['seconds_per_chain'], 4)} |")
+    lines += ["", describe(report["methods"])]
     if report["skipped"]:
         lines += ["", f"{len(report['skipped'])} rows skipped (listed in the report)."]
     return "\n".join(lines) + "\n"
@@ -567,18 +563,6 @@ td:first-child{{text-align:left}} table{{border-collapse:collapse}} tr:nth-child
 
 
 # ----- the command ----------------------------------------------------------------------------
-def _policy(text: str) -> str | float:
-    if text in ("default", "best"):
-        return text
-    try:
-        t = float(text)
-    except ValueError:
-        raise InputError(f"--threshold must be default, best or a number in [0, 1], not {text!r}.") from None
-    if not 0.0 <= t <= 1.0:
-        raise InputError(f"--threshold {t} is outside [0, 1].")
-    return t
-
-
 def evaluate(
     data: str | Path,
     fmt: str,
@@ -587,7 +571,7 @@ def evaluate(
     out: str | Path,
     head: Any = None,
     limit: int = 0,
-    threshold: str | float = "default",
+    threshold: Policy = "default",
     explicit: set[str] | None = None,
     progress: bool = True,
     extra: dict[str, Any] | None = None,
@@ -647,7 +631,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if not Path(args.data).is_file():
         raise InputError(f"No data file {args.data}.")
-    policy = _policy(args.threshold)
+    policy: Policy = parse_policy(args.threshold)
+    if args.thresholds_from:
+        if args.threshold != "default":
+            raise InputError("Give --threshold or --thresholds-from, not both.")
+        if not Path(args.thresholds_from).is_file():
+            raise InputError(f"No validation file {args.thresholds_from}.")
     if args.head:
         read_config(args.head)  # refuse a missing or broken head before the model loads
     loaded = load_items(args.data, args.format)  # refuse an unreadable file before the model loads
@@ -686,6 +675,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         spec = head.spec if head is not None else CaptureSpec()
         store = FeatureStore(args.store, spec, base_info(llm))
     try:
+        if args.thresholds_from:  # a report's cuts, or a labelled file evaluated first next to --out
+            val_out = Path(args.out).with_name(Path(args.out).stem + ".val.json")
+            policy = from_validation(
+                args.thresholds_from,
+                lambda p: evaluate(p, args.format, llm, methods, val_out, head, 0, "default", explicit, extra=extra,
+                                   store=store),
+            )
         report = evaluate(
             args.data, args.format, llm, methods, args.out, head, args.limit, policy, explicit, extra=extra,
             loaded=loaded, store=store,
@@ -716,6 +712,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--threshold",
         default="default",
         help="default (head's stored one for uhead, 0.5 otherwise), best (max F1 on this data), or a number",
+    )
+    p.add_argument(
+        "--thresholds-from",
+        default=None,
+        metavar="VAL",
+        help="each method's F1 threshold: its best on VAL, an evaluate report or a labelled file in --format "
+        "(evaluated first, into <out>.val.json)",
     )
     p.add_argument("--head", default=None, help="head checkpoint folder (default: a matching one in checkpoints/)")
     p.add_argument("--model", default=None, help="packaged name, local folder or hub id")
