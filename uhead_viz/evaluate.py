@@ -53,6 +53,16 @@ from typing import Any
 
 from .jsonl import ResumableWriter, RowError, read_rows
 from .llm import InputError
+from .thresholds import (
+    Policy,
+    ValThresholds,
+    best_on_data,
+    describe,
+    from_validation,
+    parse_policy,
+    policy_name,
+    threshold_for,
+)
 
 # metrics (scikit-learn) and the label importers are imported where used: the CLI imports
 # this module for its parser, and ``generate`` should not pay for them
@@ -60,7 +70,6 @@ from .llm import InputError
 logger = logging.getLogger(__name__)
 
 FORMATS = ("processbench", "jsonl")
-DEFAULT_THRESHOLD = 0.5
 CAPTURE = "capture"
 
 
@@ -74,6 +83,7 @@ class Item:
     labels: list[int | None]
     gold: int | None  # first wrong step, -1 if all are fine, None if unknown (unlabelled steps, no error)
     digest: str
+    finished: bool = True  # the kept steps end the chain (see scorers/trivial.py: ``is_last_step``)
 
 
 def _digest(row: dict[str, Any]) -> str:
@@ -102,6 +112,8 @@ def _check_jsonl(row: dict[str, Any]) -> str | None:
 
 def _item(rid: str, row: dict[str, Any], labels: list[int | None]) -> Item:
     """Keep the steps up to the last labelled one; the first wrong step is the gold answer."""
+    from .scorers.trivial import row_finished
+
     n = max(i for i, x in enumerate(labels) if x is not None) + 1
     keep = {k: v for k, v in row.items() if k not in ("label", "labels", "scores", "steps", "spans")}
     keep["id"] = rid
@@ -113,7 +125,7 @@ def _item(rid: str, row: dict[str, Any], labels: list[int | None]) -> Item:
         gold: int | None = labels.index(1)
     else:
         gold = -1 if all(x == 0 for x in labels) else None
-    return Item(rid, keep, labels, gold, _digest(keep))
+    return Item(rid, keep, labels, gold, _digest(keep), row_finished(row) and n == len(row["steps"]))
 
 
 def load_items(path: str | Path, fmt: str) -> tuple[list[Item], list[dict[str, Any]]]:
@@ -164,12 +176,13 @@ def method_classes() -> dict[str, Any]:
 
 
 def resolve_methods(
-    spec: str | None, prm_family: str | None = None, trust_remote_code: bool = False
+    spec: str | None, prm_family: str | None = None, trust_remote_code: bool = False, evaluation: bool = False
 ) -> tuple[list[str], set[str]]:
     """Method names in run order (combined scores last) and the ones named explicitly.
 
-    ``default`` = the head and every method that is not opt-in; ``all`` = every registered
-    method; ``prm:<id>`` / ``combined:<verifier>`` are registered on the way.
+    ``default`` = the head and every method that is not opt-in (with ``evaluation``, also the
+    trivial baselines every report holds); ``all`` = every registered method;
+    ``prm:<id>`` / ``combined:<verifier>`` are registered on the way.
     """
     from .scorers.combined import PREFIX as COMBINED
     from .scorers.combined import combined_method
@@ -177,7 +190,11 @@ def resolve_methods(
     from .scorers.prm import prm_method
 
     static = method_classes()
-    defaults = [n for n, c in static.items() if not getattr(c, "opt_in", False)]
+    defaults = [
+        n
+        for n, c in static.items()
+        if not getattr(c, "opt_in", False) and (evaluation or not getattr(c, "evaluation_only", False))
+    ]
     out: list[str] = []
     explicit: set[str] = set()
     for tok in [t.strip() for t in (spec or "default").split(",") if t.strip()]:
@@ -207,7 +224,8 @@ def resolve_methods(
     uniq = list(dict.fromkeys(out))
     is_comb = [n == "combined" or n.startswith(COMBINED) for n in uniq]
     order = [n for n, c in zip(uniq, is_comb) if not c] + [n for n, c in zip(uniq, is_comb) if c]
-    order.sort(key=lambda n: n != "uhead")  # stable: the head first, as everywhere else
+    # stable: the head first, as everywhere else; the trivial baselines last, as reference lines
+    order.sort(key=lambda n: (n != "uhead", n in static and getattr(static[n], "evaluation_only", False)))
     return order, explicit
 
 
@@ -226,6 +244,8 @@ def identity(scorer: Any, llm: Any, head_id: str) -> str:
     from .scorers.combined import Combined
     from .scorers.prm import PRM
 
+    if not getattr(scorer, "needs_model", True):
+        return "no model"
     if isinstance(scorer, PRM):
         return f"prm/{scorer.family}/{scorer.model_id}"
     if isinstance(scorer, Combined):
@@ -282,10 +302,11 @@ def run_scoring(
     from tqdm import tqdm
 
     from .scorers.combined import Combined, results_for
+    from .scorers.trivial import text_chain
     from .scoring import row_to_chain
 
     by = {m: identity(s, llm, head_id) for m, s in scorers.items()}
-    by[CAPTURE] = str(llm.fingerprint)
+    by[CAPTURE] = str(llm.fingerprint) if llm is not None else "no model"
     caches = {id(s.cache): s.cache for s in scorers.values()}
 
     def wants_capture(m: str, have: dict[str, Any]) -> bool:
@@ -306,7 +327,8 @@ def run_scoring(
             n_resumed += 1
             continue
         try:
-            chain = row_to_chain(item.row, llm)
+            chain = row_to_chain(item.row, llm) if llm is not None else text_chain(item.row)
+            chain.meta["finished"] = item.finished
             if len(chain.steps) != len(item.labels):
                 raise RowError(f"the chain has {len(chain.steps)} steps but {len(item.labels)} labels")
             for cache in caches.values():
@@ -355,22 +377,6 @@ def _num(x: Any) -> Any:
     return x
 
 
-def threshold_for(
-    method: str, scorer: Any, policy: str | float, gold: list[int], scores: list[list[float]]
-) -> tuple[float, str]:
-    if isinstance(policy, float):
-        return policy, "given (--threshold)"
-    if policy == "best":
-        from .metrics import best_threshold
-
-        t, _ = best_threshold(gold, scores)
-        return t, "best F1 on this data (optimistic)"
-    head = getattr(scorer, "head", None)
-    if method == "uhead" and head is not None:
-        return float(head.threshold), "the head's stored threshold"
-    return DEFAULT_THRESHOLD, "default 0.5"
-
-
 def method_report(
     items: list[Item], scores: list[list[float]], seconds: list[float], threshold: tuple[float, str], label: str
 ) -> dict[str, Any]:
@@ -399,11 +405,13 @@ def build_report(
     items: list[Item],
     done: dict[str, dict[str, dict[str, Any]]],
     scorers: dict[str, Any],
-    policy: str | float,
+    policy: Policy,
     skipped: list[dict[str, Any]],
     extra: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, list[list[float]]], list[Item]]:
     """The report dict, plus each method's scores and the items they cover (for the figures)."""
+    from .pairwise import pairwise_accuracy
+
     ok = [it for it in items if it.id in done and all(m in done[it.id] for m in scorers)]
     methods: dict[str, Any] = {}
     per_method: dict[str, list[list[float]]] = {}
@@ -415,6 +423,10 @@ def build_report(
         pb_scores = [x for g, x in zip(gold, sc) if g is not None]
         t = threshold_for(m, s, policy, pb_gold, pb_scores)
         methods[m] = method_report(ok, sc, secs, t, getattr(s, "label", m))
+        methods[m]["f1_best"] = best_on_data(pb_gold, pb_scores)  # this data as validation for another run
+        pw = pairwise_accuracy([it.row for it in ok], [it.labels for it in ok], sc)
+        if pw is not None:  # rows hold rated alternatives to the same step (see pairwise.py)
+            methods[m]["pairwise"] = pw
         per_method[m] = sc
     cap = [float(done[it.id][CAPTURE]["seconds"]) for it in ok if CAPTURE in done[it.id]]
     shared = [m for m, s in scorers.items() if s.needs_internals]
@@ -434,7 +446,8 @@ def build_report(
             "note": "one teacher-forced forward pass per chain, read by every method in shared_by; its time is "
             "counted here once and not in those methods' seconds_per_chain",
         },
-        "threshold_policy": "best" if policy == "best" else ("given" if isinstance(policy, float) else "default"),
+        "threshold_policy": policy_name(policy),
+        **({"thresholds_from": policy.source} if isinstance(policy, ValThresholds) else {}),
         "skipped": skipped,
         **(extra or {}),
     }
@@ -456,12 +469,20 @@ def markdown_table(report: dict[str, Any]) -> str:
         head,
         "|" + "---|" * 9,
     ]
+    pairwise = any("pairwise" in r for r in report["methods"].values())
+    if pairwise:
+        lines[2] += " pairwise [95 % CI] |"
+        lines[3] += "---|"
     for m, r in report["methods"].items():
         cells = [r["pr_auc"], r["roc_auc"], r["f1"], r["error_acc"], r["correct_acc"], r["ece"], r["threshold"]]
         lines.append(f"| {m} | " + " | ".join(_fmt(c) for c in cells) + f" | {_fmt(r['seconds_per_chain'], 4)} |")
+        if pairwise:
+            pw = r.get("pairwise")
+            lines[-1] += f" {pw['accuracy']:.3f} [{pw['ci95'][0]:.3f}, {pw['ci95'][1]:.3f}] |" if pw else " |"
     cap = report["capture"]
     if cap["shared_by"]:
         lines.append(f"| (capture, shared) | | | | | | | | {_fmt(cap['seconds_per_chain'], 4)} |")
+    lines += ["", describe(report["methods"])]
     if report["skipped"]:
         lines += ["", f"{len(report['skipped'])} rows skipped (listed in the report)."]
     return "\n".join(lines) + "\n"
@@ -542,18 +563,6 @@ td:first-child{{text-align:left}} table{{border-collapse:collapse}} tr:nth-child
 
 
 # ----- the command ----------------------------------------------------------------------------
-def _policy(text: str) -> str | float:
-    if text in ("default", "best"):
-        return text
-    try:
-        t = float(text)
-    except ValueError:
-        raise InputError(f"--threshold must be default, best or a number in [0, 1], not {text!r}.") from None
-    if not 0.0 <= t <= 1.0:
-        raise InputError(f"--threshold {t} is outside [0, 1].")
-    return t
-
-
 def evaluate(
     data: str | Path,
     fmt: str,
@@ -562,7 +571,7 @@ def evaluate(
     out: str | Path,
     head: Any = None,
     limit: int = 0,
-    threshold: str | float = "default",
+    threshold: Policy = "default",
     explicit: set[str] | None = None,
     progress: bool = True,
     extra: dict[str, Any] | None = None,
@@ -622,15 +631,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if not Path(args.data).is_file():
         raise InputError(f"No data file {args.data}.")
-    policy = _policy(args.threshold)
+    policy: Policy = parse_policy(args.threshold)
+    if args.thresholds_from:
+        if args.threshold != "default":
+            raise InputError("Give --threshold or --thresholds-from, not both.")
+        if not Path(args.thresholds_from).is_file():
+            raise InputError(f"No validation file {args.thresholds_from}.")
     if args.head:
         read_config(args.head)  # refuse a missing or broken head before the model loads
     loaded = load_items(args.data, args.format)  # refuse an unreadable file before the model loads
     if not loaded[0]:
         raise InputError(f"No usable rows in {args.data} (format {args.format}).")
-    methods, explicit = resolve_methods(args.methods, args.prm_family, args.trust_remote_code)
-    llm = load_llm(args.model)
+    methods, explicit = resolve_methods(args.methods, args.prm_family, args.trust_remote_code, evaluation=True)
     from .scorers import SCORERS
+
+    # position and length baselines alone need no model: the run then loads none
+    llm = load_llm(args.model) if any(getattr(SCORERS[m], "needs_model", True) for m in methods) else None
 
     head, head_from, unavailable = None, None, {}
     if any(SCORERS[m].needs_head for m in methods):
@@ -649,9 +665,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 methods = [m for m in methods if m not in dropped]
     if not methods:
         raise InputError("No method left to run.")
-    extra = {"model": llm.name, "head": head_from, "unavailable": unavailable}
+    extra = {"model": llm.name if llm is not None else None, "head": head_from, "unavailable": unavailable}
     store = None
-    if args.store:
+    if args.store and llm is not None:
         from .capture import CaptureSpec
         from .featstore import FeatureStore
         from .uhead import base_info
@@ -659,6 +675,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         spec = head.spec if head is not None else CaptureSpec()
         store = FeatureStore(args.store, spec, base_info(llm))
     try:
+        if args.thresholds_from:  # a report's cuts, or a labelled file evaluated first next to --out
+            val_out = Path(args.out).with_name(Path(args.out).stem + ".val.json")
+            policy = from_validation(
+                args.thresholds_from,
+                lambda p: evaluate(p, args.format, llm, methods, val_out, head, 0, "default", explicit, extra=extra,
+                                   store=store),
+            )
         report = evaluate(
             args.data, args.format, llm, methods, args.out, head, args.limit, policy, explicit, extra=extra,
             loaded=loaded, store=store,
@@ -689,6 +712,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--threshold",
         default="default",
         help="default (head's stored one for uhead, 0.5 otherwise), best (max F1 on this data), or a number",
+    )
+    p.add_argument(
+        "--thresholds-from",
+        default=None,
+        metavar="VAL",
+        help="each method's F1 threshold: its best on VAL, an evaluate report or a labelled file in --format "
+        "(evaluated first, into <out>.val.json)",
     )
     p.add_argument("--head", default=None, help="head checkpoint folder (default: a matching one in checkpoints/)")
     p.add_argument("--model", default=None, help="packaged name, local folder or hub id")
