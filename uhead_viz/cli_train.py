@@ -249,8 +249,49 @@ def cmd_prm800k_chains(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synthetic_errors(args: argparse.Namespace) -> int:
+    """GSM8K reference solutions with one exact calculation error each (``synthetic.py``)."""
+    from collections import Counter
+
+    from .synthetic import SPLITS, build
+
+    name, first = SPLITS[args.split]
+    path = Path(args.data) / name
+    if not path.is_file():
+        raise InputError(f"No GSM8K file {path}: give the folder that holds gsm8k/ with --data.")
+    offset = first if args.offset is None else args.offset
+    rows = _rows([path])[offset:]
+    if args.limit:
+        rows = rows[: args.limit]
+    out = build(rows, args.split, offset, args.seed, args.keep_clean)
+    _write_rows(args.out, out)
+    changed = [r for r in out if r["synthetic"]["kind"] != "none"]
+    print(json.dumps({
+        "out": args.out, "questions": len(rows), "chains": len(out), "changed": len(changed),
+        "steps": sum(len(r["steps"]) for r in out),
+        "kinds": dict(Counter(r["synthetic"]["kind"] for r in changed)),
+        "changed_step": dict(sorted(Counter(r["synthetic"]["step"] for r in changed).items())),
+    }, indent=2))
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
     from .train import TrainConfig
+
+    se = sub.add_parser(
+        "synthetic-errors", help="GSM8K reference solutions with one exact calculation error each (labelled chains)"
+    )
+    se.add_argument(
+        "--split", choices=("train", "test"), default="train",
+        help="train: GSM8K train questions 3,200 on (unused by the other sets); test: GSM8K test, evaluation only",
+    )
+    se.add_argument("--data", default="../shared/data", help="folder holding gsm8k/train.jsonl and gsm8k/test.jsonl")
+    se.add_argument("--offset", type=int, default=None, help="first question (default: 3200 for train, 0 for test)")
+    se.add_argument("--limit", type=int, default=0, help="only N questions (after --offset)")
+    se.add_argument("--seed", type=int, default=0)
+    se.add_argument("--keep-clean", action="store_true", help="also write each unchanged solution, all steps fine")
+    se.add_argument("--out", required=True, help="JSONL to write (replaced)")
+    se.set_defaults(func=cmd_synthetic_errors)
 
     pc = sub.add_parser(
         "prm800k-chains", help="PRM800K phase-1 train as labelled chains (human step ratings) for training heads"
