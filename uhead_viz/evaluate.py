@@ -236,6 +236,14 @@ def identity(scorer: Any, llm: Any, head_id: str) -> str:
 
 
 # ----- the score cache ------------------------------------------------------------------------
+def store_entry(item: Item, method: str, by: str, scores: list[float] | None, seconds: float) -> dict[str, Any]:
+    """One line of the score cache: a method's scores of one row and what made them."""
+    e: dict[str, Any] = {"id": item.id, "method": method, "digest": item.digest, "by": by, "seconds": round(seconds, 6)}
+    if scores is not None:
+        e["scores"] = [round(float(v), 6) for v in scores]
+    return e
+
+
 class ScoreStore:
     """``<report>.scores.jsonl``: one line per (row id, method) with its scores and seconds."""
 
@@ -256,11 +264,12 @@ class ScoreStore:
         return e
 
     def put(self, item: Item, method: str, by: str, scores: list[float] | None, seconds: float) -> None:
-        e = {"id": item.id, "method": method, "digest": item.digest, "by": by, "seconds": round(seconds, 6)}
-        if scores is not None:
-            e["scores"] = [round(float(v), 6) for v in scores]
-        self.writer.write(e)
-        self.entries[(item.id, method)] = e
+        self.add(store_entry(item, method, by, scores, seconds))
+
+    def add(self, entry: dict[str, Any]) -> None:
+        """Write an entry made by ``store_entry`` (here or by a worker elsewhere)."""
+        self.writer.write(entry)
+        self.entries[(entry["id"], entry["method"])] = entry
 
     def close(self) -> None:
         self.writer.close()
@@ -275,72 +284,127 @@ def _checked(scores: Any, n: int, method: str) -> list[float]:
     return out
 
 
-def run_scoring(
-    items: list[Item], scorers: dict[str, Any], llm: Any, store: ScoreStore, head_id: str = "", progress: bool = True
-) -> tuple[dict[str, dict[str, dict[str, Any]]], list[dict[str, Any]]]:
-    """Score every item with every method, resumably. Returns ({item id: {method: entry}}, skipped)."""
-    from tqdm import tqdm
+def identities(scorers: dict[str, Any], llm: Any, head_id: str = "") -> dict[str, str]:
+    """What each method's cached scores depend on (see ``identity``), plus the capture's."""
+    by = {m: identity(s, llm, head_id) for m, s in scorers.items()}
+    by[CAPTURE] = str(llm.fingerprint)
+    return by
 
+
+def evaluate_item(
+    item: Item, have: dict[str, dict[str, Any] | None], scorers: dict[str, Any], llm: Any, by: dict[str, str]
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One labelled chain in, its missing score-cache entries out: (new entries, why it failed or None).
+
+    ``have`` holds the entries already cached for it (None where missing). The one
+    implementation of a row's evaluation: ``run_scoring`` calls it here and Ray workers
+    call it on their share. A malformed row (RowError, ValueError) returns the entries
+    made before it failed and the reason.
+    """
     from .scorers.combined import Combined, results_for
     from .scoring import row_to_chain
 
-    by = {m: identity(s, llm, head_id) for m, s in scorers.items()}
-    by[CAPTURE] = str(llm.fingerprint)
+    have = dict(have)
+    new: list[dict[str, Any]] = []
     caches = {id(s.cache): s.cache for s in scorers.values()}
 
-    def wants_capture(m: str, have: dict[str, Any]) -> bool:
+    def wants_capture(m: str) -> bool:
         s = scorers[m]
         if isinstance(s, Combined):  # only for a part it has to compute itself
             return any(p.needs_internals and not have.get(n) for n, p in zip(s.parts, (s.head_scorer, s.verifier)))
         return bool(s.needs_internals)
 
+    def keep(entry: dict[str, Any]) -> None:
+        new.append(entry)
+        have[entry["method"]] = entry
+
+    todo = [m for m in scorers if have.get(m) is None]
+    try:
+        chain = row_to_chain(item.row, llm)
+        if len(chain.steps) != len(item.labels):
+            raise RowError(f"the chain has {len(chain.steps)} steps but {len(item.labels)} labels")
+        for cache in caches.values():
+            memo = results_for(cache)
+            memo.clear()  # one row at a time: the memo only serves combined scores of this row
+            for m in scorers:
+                if have.get(m) is not None:
+                    memo.put(m, chain, have[m]["scores"])
+        if any(wants_capture(m) for m in todo):
+            t0 = time.perf_counter()
+            for cache in caches.values():
+                cache.get(chain)  # the one forward pass every internals method reads
+            keep(store_entry(item, CAPTURE, by[CAPTURE], None, time.perf_counter() - t0))
+        for m in todo:
+            s = scorers[m]
+            t0 = time.perf_counter()
+            scores = _checked(results_for(s.cache).scores(s, [chain])[0], len(item.labels), m)
+            seconds = time.perf_counter() - t0
+            if isinstance(s, Combined):  # charged its parts, which it took from the memo
+                seconds += sum(float(have[p]["seconds"]) for p in s.parts if p in scorers and have.get(p))
+            keep(store_entry(item, m, by[m], scores, seconds))
+    except (RowError, ValueError) as e:  # InputError is a ValueError
+        return new, str(e)
+    finally:
+        for cache in caches.values():
+            results_for(cache).clear()
+    return new, None
+
+
+def run_scoring(
+    items: list[Item],
+    scorers: dict[str, Any],
+    llm: Any,
+    store: ScoreStore,
+    head_id: str = "",
+    progress: bool = True,
+    runner: Any = None,
+) -> tuple[dict[str, dict[str, dict[str, Any]]], list[dict[str, Any]]]:
+    """Score every item with every method, resumably. Returns ({item id: {method: entry}}, skipped).
+
+    Items whose every entry is cached are not sent anywhere. The rest go through
+    ``evaluate_item`` here, or through ``runner`` (which gets batches of
+    ``{"item", "have", "by"}`` work and yields each batch's ``{"entries", "error"}`` results
+    in order, as ``ray_run.RayRunner`` does); entries are written as results arrive.
+    """
+    from dataclasses import asdict
+
+    from tqdm import tqdm
+
+    by = identities(scorers, llm, head_id)
     done: dict[str, dict[str, dict[str, Any]]] = {}
     skipped: list[dict[str, Any]] = []
-    n_resumed = 0
-    bar = tqdm(items, desc="evaluate", unit="chain", disable=not progress)
-    for item in bar:
+    pending: list[tuple[Item, dict[str, Any]]] = []
+    for item in items:
         have = {m: store.get(item, m, by[m]) for m in [*scorers, CAPTURE]}
-        todo = [m for m in scorers if have[m] is None]
-        if not todo:
+        if all(have[m] is not None for m in scorers):
             done[item.id] = {m: e for m, e in have.items() if e is not None}
-            n_resumed += 1
-            continue
-        try:
-            chain = row_to_chain(item.row, llm)
-            if len(chain.steps) != len(item.labels):
-                raise RowError(f"the chain has {len(chain.steps)} steps but {len(item.labels)} labels")
-            for cache in caches.values():
-                memo = results_for(cache)
-                memo.clear()  # one row at a time: the memo only serves combined scores of this row
-                for m in scorers:
-                    if have[m] is not None:
-                        memo.put(m, chain, have[m]["scores"])
-            if any(wants_capture(m, have) for m in todo):
-                t0 = time.perf_counter()
-                for cache in caches.values():
-                    cache.get(chain)  # the one forward pass every internals method reads
-                store.put(item, CAPTURE, by[CAPTURE], None, time.perf_counter() - t0)
-                have[CAPTURE] = store.entries[(item.id, CAPTURE)]
-            for m in todo:
-                s = scorers[m]
-                t0 = time.perf_counter()
-                scores = _checked(results_for(s.cache).scores(s, [chain])[0], len(item.labels), m)
-                seconds = time.perf_counter() - t0
-                if isinstance(s, Combined):  # charged its parts, which it took from the memo
-                    seconds += sum(float(have[p]["seconds"]) for p in s.parts if p in scorers and have.get(p))
-                store.put(item, m, by[m], scores, seconds)
-                have[m] = store.entries[(item.id, m)]
-        except (RowError, ValueError) as e:  # InputError is a ValueError
-            logger.warning("Skipping row %s: %s", item.id, e)
-            skipped.append({"id": item.id, "reason": str(e)})
-            continue
-        finally:
-            for cache in caches.values():
-                results_for(cache).clear()
-        done[item.id] = {m: e for m, e in have.items() if e is not None}
+        else:
+            pending.append((item, have))
+    if len(pending) < len(items):
+        logger.info("%d of %d rows were already scored in %s", len(items) - len(pending), len(items), store.path)
+    bar = tqdm(total=len(pending), desc="evaluate", unit="chain", disable=not progress)
+    if runner is None:
+        results: Any = ([dict(zip(("entries", "error"), evaluate_item(it, h, scorers, llm, by)))] for it, h in pending)
+        size = 1
+    else:
+        size = max(1, int(getattr(runner, "rows_per_batch", 1)))
+        work = [{"item": asdict(it), "have": h, "by": by} for it, h in pending]
+        results = runner([work[s : s + size] for s in range(0, len(work), size)])
+    n = 0
+    for res in results:
+        for r in res:
+            item, have = pending[n]
+            n += 1
+            for e in r["entries"]:
+                store.add(e)
+                have[e["method"]] = e
+            if r["error"] is not None:
+                logger.warning("Skipping row %s: %s", item.id, r["error"])
+                skipped.append({"id": item.id, "reason": r["error"]})
+            else:
+                done[item.id] = {m: e for m, e in have.items() if e is not None}
+        bar.update(len(res))
     bar.close()
-    if n_resumed:
-        logger.info("%d of %d rows were already scored in %s", n_resumed, len(items), store.path)
     return done, skipped
 
 
