@@ -362,9 +362,9 @@ def run_scoring(
     """Score every item with every method, resumably. Returns ({item id: {method: entry}}, skipped).
 
     Items whose every entry is cached are not sent anywhere. The rest go through
-    ``evaluate_item`` here, or through ``runner`` (which gets batches of
-    ``{"item", "have", "by"}`` work and yields each batch's ``{"entries", "error"}`` results
-    in order, as ``ray_run.RayRunner`` does); entries are written as results arrive.
+    ``evaluate_item`` here, or through ``runner`` (which gets units of ``{"item", "have",
+    "by"}`` work and yields each unit's ``{"entries", "error"}`` results in order, as
+    ``ray_run.RayRunner`` does); entries are written as results arrive.
     """
     from dataclasses import asdict
 
@@ -385,11 +385,8 @@ def run_scoring(
     bar = tqdm(total=len(pending), desc="evaluate", unit="chain", disable=not progress)
     if runner is None:
         results: Any = ([dict(zip(("entries", "error"), evaluate_item(it, h, scorers, llm, by)))] for it, h in pending)
-        size = 1
-    else:
-        size = max(1, int(getattr(runner, "rows_per_batch", 1)))
-        work = [{"item": asdict(it), "have": h, "by": by} for it, h in pending]
-        results = runner([work[s : s + size] for s in range(0, len(work), size)])
+    else:  # one item per unit: a row's evaluation does not depend on its neighbours
+        results = runner([[{"item": asdict(it), "have": h, "by": by}] for it, h in pending])
     n = 0
     for res in results:
         for r in res:
@@ -606,6 +603,31 @@ td:first-child{{text-align:left}} table{{border-collapse:collapse}} tr:nth-child
 
 
 # ----- the command ----------------------------------------------------------------------------
+def build_scorers_for(
+    methods: list[str], llm: Any, head: Any, cache: Any, explicit: set[str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The scorers that can run, sharing ``cache``, and why each other method cannot.
+
+    A method named explicitly that cannot run is an error; one that came with ``default``
+    or ``all`` is left out with a warning.
+    """
+    from .scorers import get_scorer
+
+    scorers: dict[str, Any] = {}
+    unavailable: dict[str, str] = {}
+    for m in methods:
+        try:
+            scorers[m] = get_scorer(m, llm, head=head, cache=cache)
+        except (InputError, KeyError, ValueError) as e:
+            if m in explicit:
+                raise InputError(f"Method {m} cannot run: {e}") from e
+            unavailable[m] = str(e)
+            logger.warning("Leaving out %s: %s", m, e)
+    if not scorers:
+        raise InputError("No method can run: " + "; ".join(f"{k}: {v}" for k, v in unavailable.items()))
+    return scorers, unavailable
+
+
 def _policy(text: str) -> str | float:
     if text in ("default", "best"):
         return text
@@ -632,13 +654,15 @@ def evaluate(
     extra: dict[str, Any] | None = None,
     loaded: tuple[list[Item], list[dict[str, Any]]] | None = None,
     store: Any = None,
+    runner: Any = None,
 ) -> dict[str, Any]:
     """Score, measure and write the report, its HTML page and the score cache; returns the report.
 
     ``loaded``: the (items, skipped) ``load_items`` already returned for ``data``.
     ``store``: a FeatureStore whose captures are reused (and to which new ones are added).
+    ``runner``: where the rows are scored, if not here (see ``run_scoring``).
     """
-    from .scorers import InternalsCache, get_scorer
+    from .scorers import InternalsCache
 
     items, skipped = loaded if loaded is not None else load_items(data, fmt)
     if limit:
@@ -647,22 +671,13 @@ def evaluate(
         raise InputError(f"No usable rows in {data} (format {fmt}): {len(skipped)} skipped.")
     explicit = explicit if explicit is not None else set(methods)
     cache = InternalsCache(llm, store=store)
-    scorers: dict[str, Any] = {}
-    unavailable: dict[str, str] = dict((extra or {}).get("unavailable", {}))
-    for m in methods:
-        try:
-            scorers[m] = get_scorer(m, llm, head=head, cache=cache)
-        except (InputError, KeyError, ValueError) as e:
-            if m in explicit:
-                raise InputError(f"Method {m} cannot run: {e}") from e
-            unavailable[m] = str(e)
-            logger.warning("Leaving out %s: %s", m, e)
-    if not scorers:
-        raise InputError("No method can run: " + "; ".join(f"{k}: {v}" for k, v in unavailable.items()))
+    scorers, left_out = build_scorers_for(methods, llm, head, cache, explicit)
+    unavailable: dict[str, str] = {**(extra or {}).get("unavailable", {}), **left_out}
     out = Path(out)
     store = ScoreStore(out.with_name(out.stem + ".scores.jsonl"))
     try:
-        done, failed = run_scoring(items, scorers, llm, store, head_digest(head) if head is not None else "", progress)
+        head_id = head_digest(head) if head is not None else ""
+        done, failed = run_scoring(items, scorers, llm, store, head_id, progress, runner)
     finally:
         store.close()
     info = {**(extra or {}), "unavailable": unavailable, "score_cache": str(store.path), "data": str(data)}
@@ -681,12 +696,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import sys
 
     from .llm import load_llm
+    from .ray_run import ray_settings
     from .scoring import default_head
     from .uhead import load_head, read_config
 
     if not Path(args.data).is_file():
         raise InputError(f"No data file {args.data}.")
     policy = _policy(args.threshold)
+    ray = ray_settings(args, rows_per_batch=16)  # refuses --ray without Ray installed, before the model loads
     if args.head:
         read_config(args.head)  # refuse a missing or broken head before the model loads
     loaded = load_items(args.data, args.format)  # refuse an unreadable file before the model loads
@@ -722,10 +739,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         spec = head.spec if head is not None else CaptureSpec()
         store = FeatureStore(args.store, spec, base_info(llm))
+        store.merge_parts()  # captures parallel workers left when a run was stopped
+    runner = None
+    if ray is not None:
+        from .ray_run import RayRunner
+        from .workers import EvaluateRecipe, ModelRecipe, open_evaluate
+
+        recipe = EvaluateRecipe(
+            ModelRecipe.of(llm), tuple(methods), tuple(sorted(explicit)),
+            str(Path(head_from).resolve()) if head is not None and head_from else None, args.allow_other_build,
+            args.prm_family, args.trust_remote_code,
+            str(store.root.resolve()) if store is not None else None,
+            store.spec.to_dict() if store is not None else None,
+        )
+        runner = RayRunner(open_evaluate, recipe, ray, what="labelled chains")
     try:
         report = evaluate(
             args.data, args.format, llm, methods, args.out, head, args.limit, policy, explicit, extra=extra,
-            loaded=loaded, store=store,
+            loaded=loaded, store=store, runner=runner,
         )
     finally:
         if store is not None:
@@ -762,5 +793,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--store", default=None, help="feature store folder: reuse captures made by `features` (and keep new ones)"
     )
+    from .ray_run import add_ray_arguments
+
+    add_ray_arguments(p, "labelled chains per Ray task (default 16)")
     p.set_defaults(func=cmd_evaluate)
     return p
