@@ -761,6 +761,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     finally:
         if store is not None:
             store.close()
+            store.merge_parts()  # what Ray workers captured (each into a part of its own)
     sys.stdout.write(markdown_table(report))
     html = Path(args.out).with_suffix(".html")
     logger.info("Wrote %s%s", args.out, f" and {html}" if html.is_file() else "")
