@@ -156,20 +156,51 @@ def _store(args: argparse.Namespace, llm: Any):
     from .packs import cache_dir
 
     root = args.store or str(cache_dir() / "features" / f"{llm.name}-{llm.fingerprint[:12]}")
-    return FeatureStore(root, spec, base_info(llm)), spec
+    store = FeatureStore(root, spec, base_info(llm))
+    store.merge_parts()  # captures parallel workers left when a run was stopped
+    return store, spec
+
+
+def _features_on_ray(rows: list[dict[str, Any]], llm: Any, store: Any, spec: Any, ray: Any) -> int:
+    """``features --ray``: each actor captures into a part of the store of its own; the parts are
+    merged here when the run ends (or, if it is stopped, when the store is next opened)."""
+    from .ray_run import RayRunner
+    from .workers import FeaturesRecipe, ModelRecipe, open_features
+
+    recipe = FeaturesRecipe(ModelRecipe.of(llm), str(Path(store.root).resolve()), spec.to_dict())
+    runner = RayRunner(open_features, recipe, ray, what="chains")
+    counts = {"added": 0, "stored": 0, "error": 0}
+    bar = tqdm(total=len(rows), desc="features", unit="chain")
+    try:
+        for (row,), (r,) in zip(([r] for r in rows), runner([[r] for r in rows])):
+            counts[r["status"]] += 1
+            if r["status"] == "error":
+                logger.warning("Skipping row %s: %s", row.get("id"), r["error"])
+            bar.update(1)
+    finally:
+        bar.close()
+        store.merge_parts()
+    logger.info("%d chains captured by the workers, %d were stored already, %d skipped", counts["added"],
+                counts["stored"], counts["error"])
+    return counts["added"]
 
 
 def cmd_features(args: argparse.Namespace) -> int:
     from .llm import load_llm
+    from .ray_run import ray_settings
     from .train import extract_features
 
     rows = _rows(_files(args.input))
     if args.limit:
         rows = rows[: args.limit]
+    ray = ray_settings(args, rows_per_batch=16)
     llm = load_llm(args.model)
     store, spec = _store(args, llm)
     with store:
-        added = extract_features(rows, llm, store, spec)
+        if ray is None:
+            added = extract_features(rows, llm, store, spec)
+        else:
+            added = _features_on_ray(rows, llm, store, spec, ray)
     logger.info("Feature store %s: %d chains (%d added now)", store.root, len(store), added)
     return 0
 
@@ -328,8 +359,11 @@ def add_parsers(sub: Any) -> None:
     ):
         p = sub.add_parser(name, help=help_)
         if name == "features":
+            from .ray_run import add_ray_arguments
+
             p.add_argument("--input", nargs="+", required=True, help="chain JSONL files (globs allowed)")
             p.add_argument("--limit", type=int, default=0)
+            add_ray_arguments(p, "chains per Ray task; each task's captures are one shard (default 16)")
         else:
             p.add_argument("--data", nargs="+", required=True, help="labelled JSONL files (globs allowed)")
             p.add_argument("--out", required=True, help="checkpoint folder to write")

@@ -256,6 +256,14 @@ def identity(scorer: Any, llm: Any, head_id: str) -> str:
 
 
 # ----- the score cache ------------------------------------------------------------------------
+def store_entry(item: Item, method: str, by: str, scores: list[float] | None, seconds: float) -> dict[str, Any]:
+    """One line of the score cache: a method's scores of one row and what made them."""
+    e: dict[str, Any] = {"id": item.id, "method": method, "digest": item.digest, "by": by, "seconds": round(seconds, 6)}
+    if scores is not None:
+        e["scores"] = [round(float(v), 6) for v in scores]
+    return e
+
+
 class ScoreStore:
     """``<report>.scores.jsonl``: one line per (row id, method) with its scores and seconds."""
 
@@ -276,11 +284,12 @@ class ScoreStore:
         return e
 
     def put(self, item: Item, method: str, by: str, scores: list[float] | None, seconds: float) -> None:
-        e = {"id": item.id, "method": method, "digest": item.digest, "by": by, "seconds": round(seconds, 6)}
-        if scores is not None:
-            e["scores"] = [round(float(v), 6) for v in scores]
-        self.writer.write(e)
-        self.entries[(item.id, method)] = e
+        self.add(store_entry(item, method, by, scores, seconds))
+
+    def add(self, entry: dict[str, Any]) -> None:
+        """Write an entry made by ``store_entry`` (here or by a worker elsewhere)."""
+        self.writer.write(entry)
+        self.entries[(entry["id"], entry["method"])] = entry
 
     def close(self) -> None:
         self.writer.close()
@@ -295,74 +304,126 @@ def _checked(scores: Any, n: int, method: str) -> list[float]:
     return out
 
 
-def run_scoring(
-    items: list[Item], scorers: dict[str, Any], llm: Any, store: ScoreStore, head_id: str = "", progress: bool = True
-) -> tuple[dict[str, dict[str, dict[str, Any]]], list[dict[str, Any]]]:
-    """Score every item with every method, resumably. Returns ({item id: {method: entry}}, skipped)."""
-    from tqdm import tqdm
+def identities(scorers: dict[str, Any], llm: Any, head_id: str = "") -> dict[str, str]:
+    """What each method's cached scores depend on (see ``identity``), plus the capture's."""
+    by = {m: identity(s, llm, head_id) for m, s in scorers.items()}
+    by[CAPTURE] = str(llm.fingerprint) if llm is not None else "no model"
+    return by
 
+
+def evaluate_item(
+    item: Item, have: dict[str, dict[str, Any] | None], scorers: dict[str, Any], llm: Any, by: dict[str, str]
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One labelled chain in, its missing score-cache entries out: (new entries, why it failed or None).
+
+    ``have`` holds the entries already cached for it (None where missing). The one
+    implementation of a row's evaluation: ``run_scoring`` calls it here and Ray workers
+    call it on their share. A malformed row (RowError, ValueError) returns the entries
+    made before it failed and the reason.
+    """
     from .scorers.combined import Combined, results_for
     from .scorers.trivial import text_chain
     from .scoring import row_to_chain
 
-    by = {m: identity(s, llm, head_id) for m, s in scorers.items()}
-    by[CAPTURE] = str(llm.fingerprint) if llm is not None else "no model"
+    have = dict(have)
+    new: list[dict[str, Any]] = []
     caches = {id(s.cache): s.cache for s in scorers.values()}
 
-    def wants_capture(m: str, have: dict[str, Any]) -> bool:
+    def wants_capture(m: str) -> bool:
         s = scorers[m]
         if isinstance(s, Combined):  # only for a part it has to compute itself
             return any(p.needs_internals and not have.get(n) for n, p in zip(s.parts, (s.head_scorer, s.verifier)))
         return bool(s.needs_internals)
 
+    def keep(entry: dict[str, Any]) -> None:
+        new.append(entry)
+        have[entry["method"]] = entry
+
+    todo = [m for m in scorers if have.get(m) is None]
+    try:
+        chain = row_to_chain(item.row, llm) if llm is not None else text_chain(item.row)
+        chain.meta["finished"] = item.finished
+        if len(chain.steps) != len(item.labels):
+            raise RowError(f"the chain has {len(chain.steps)} steps but {len(item.labels)} labels")
+        for cache in caches.values():
+            memo = results_for(cache)
+            memo.clear()  # one row at a time: the memo only serves combined scores of this row
+            for m in scorers:
+                if have.get(m) is not None:
+                    memo.put(m, chain, have[m]["scores"])
+        if any(wants_capture(m) for m in todo):
+            t0 = time.perf_counter()
+            for cache in caches.values():
+                cache.get(chain)  # the one forward pass every internals method reads
+            keep(store_entry(item, CAPTURE, by[CAPTURE], None, time.perf_counter() - t0))
+        for m in todo:
+            s = scorers[m]
+            t0 = time.perf_counter()
+            scores = _checked(results_for(s.cache).scores(s, [chain])[0], len(item.labels), m)
+            seconds = time.perf_counter() - t0
+            if isinstance(s, Combined):  # charged its parts, which it took from the memo
+                seconds += sum(float(have[p]["seconds"]) for p in s.parts if p in scorers and have.get(p))
+            keep(store_entry(item, m, by[m], scores, seconds))
+    except (RowError, ValueError) as e:  # InputError is a ValueError
+        return new, str(e)
+    finally:
+        for cache in caches.values():
+            results_for(cache).clear()
+    return new, None
+
+
+def run_scoring(
+    items: list[Item],
+    scorers: dict[str, Any],
+    llm: Any,
+    store: ScoreStore,
+    head_id: str = "",
+    progress: bool = True,
+    runner: Any = None,
+) -> tuple[dict[str, dict[str, dict[str, Any]]], list[dict[str, Any]]]:
+    """Score every item with every method, resumably. Returns ({item id: {method: entry}}, skipped).
+
+    Items whose every entry is cached are not sent anywhere. The rest go through
+    ``evaluate_item`` here, or through ``runner`` (which gets units of ``{"item", "have",
+    "by"}`` work and yields each unit's ``{"entries", "error"}`` results in order, as
+    ``ray_run.RayRunner`` does); entries are written as results arrive.
+    """
+    from dataclasses import asdict
+
+    from tqdm import tqdm
+
+    by = identities(scorers, llm, head_id)
     done: dict[str, dict[str, dict[str, Any]]] = {}
     skipped: list[dict[str, Any]] = []
-    n_resumed = 0
-    bar = tqdm(items, desc="evaluate", unit="chain", disable=not progress)
-    for item in bar:
+    pending: list[tuple[Item, dict[str, Any]]] = []
+    for item in items:
         have = {m: store.get(item, m, by[m]) for m in [*scorers, CAPTURE]}
-        todo = [m for m in scorers if have[m] is None]
-        if not todo:
+        if all(have[m] is not None for m in scorers):
             done[item.id] = {m: e for m, e in have.items() if e is not None}
-            n_resumed += 1
-            continue
-        try:
-            chain = row_to_chain(item.row, llm) if llm is not None else text_chain(item.row)
-            chain.meta["finished"] = item.finished
-            if len(chain.steps) != len(item.labels):
-                raise RowError(f"the chain has {len(chain.steps)} steps but {len(item.labels)} labels")
-            for cache in caches.values():
-                memo = results_for(cache)
-                memo.clear()  # one row at a time: the memo only serves combined scores of this row
-                for m in scorers:
-                    if have[m] is not None:
-                        memo.put(m, chain, have[m]["scores"])
-            if any(wants_capture(m, have) for m in todo):
-                t0 = time.perf_counter()
-                for cache in caches.values():
-                    cache.get(chain)  # the one forward pass every internals method reads
-                store.put(item, CAPTURE, by[CAPTURE], None, time.perf_counter() - t0)
-                have[CAPTURE] = store.entries[(item.id, CAPTURE)]
-            for m in todo:
-                s = scorers[m]
-                t0 = time.perf_counter()
-                scores = _checked(results_for(s.cache).scores(s, [chain])[0], len(item.labels), m)
-                seconds = time.perf_counter() - t0
-                if isinstance(s, Combined):  # charged its parts, which it took from the memo
-                    seconds += sum(float(have[p]["seconds"]) for p in s.parts if p in scorers and have.get(p))
-                store.put(item, m, by[m], scores, seconds)
-                have[m] = store.entries[(item.id, m)]
-        except (RowError, ValueError) as e:  # InputError is a ValueError
-            logger.warning("Skipping row %s: %s", item.id, e)
-            skipped.append({"id": item.id, "reason": str(e)})
-            continue
-        finally:
-            for cache in caches.values():
-                results_for(cache).clear()
-        done[item.id] = {m: e for m, e in have.items() if e is not None}
+        else:
+            pending.append((item, have))
+    if len(pending) < len(items):
+        logger.info("%d of %d rows were already scored in %s", len(items) - len(pending), len(items), store.path)
+    bar = tqdm(total=len(pending), desc="evaluate", unit="chain", disable=not progress)
+    if runner is None:
+        results: Any = ([dict(zip(("entries", "error"), evaluate_item(it, h, scorers, llm, by)))] for it, h in pending)
+    else:  # one item per unit: a row's evaluation does not depend on its neighbours
+        results = runner([[{"item": asdict(it), "have": h, "by": by}] for it, h in pending])
+    n = 0
+    for res in results:
+        for r in res:
+            item, have = pending[n]
+            n += 1
+            for e in r["entries"]:
+                store.add(e)
+                have[e["method"]] = e
+            if r["error"] is not None:
+                logger.warning("Skipping row %s: %s", item.id, r["error"])
+                skipped.append({"id": item.id, "reason": r["error"]})
+            else:
+                done[item.id] = {m: e for m, e in have.items() if e is not None}
+        bar.update(len(res))
     bar.close()
-    if n_resumed:
-        logger.info("%d of %d rows were already scored in %s", n_resumed, len(items), store.path)
     return done, skipped
 
 
@@ -563,6 +624,31 @@ td:first-child{{text-align:left}} table{{border-collapse:collapse}} tr:nth-child
 
 
 # ----- the command ----------------------------------------------------------------------------
+def build_scorers_for(
+    methods: list[str], llm: Any, head: Any, cache: Any, explicit: set[str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The scorers that can run, sharing ``cache``, and why each other method cannot.
+
+    A method named explicitly that cannot run is an error; one that came with ``default``
+    or ``all`` is left out with a warning.
+    """
+    from .scorers import get_scorer
+
+    scorers: dict[str, Any] = {}
+    unavailable: dict[str, str] = {}
+    for m in methods:
+        try:
+            scorers[m] = get_scorer(m, llm, head=head, cache=cache)
+        except (InputError, KeyError, ValueError) as e:
+            if m in explicit:
+                raise InputError(f"Method {m} cannot run: {e}") from e
+            unavailable[m] = str(e)
+            logger.warning("Leaving out %s: %s", m, e)
+    if not scorers:
+        raise InputError("No method can run: " + "; ".join(f"{k}: {v}" for k, v in unavailable.items()))
+    return scorers, unavailable
+
+
 def evaluate(
     data: str | Path,
     fmt: str,
@@ -577,13 +663,15 @@ def evaluate(
     extra: dict[str, Any] | None = None,
     loaded: tuple[list[Item], list[dict[str, Any]]] | None = None,
     store: Any = None,
+    runner: Any = None,
 ) -> dict[str, Any]:
     """Score, measure and write the report, its HTML page and the score cache; returns the report.
 
     ``loaded``: the (items, skipped) ``load_items`` already returned for ``data``.
     ``store``: a FeatureStore whose captures are reused (and to which new ones are added).
+    ``runner``: where the rows are scored, if not here (see ``run_scoring``).
     """
-    from .scorers import InternalsCache, get_scorer
+    from .scorers import InternalsCache
 
     items, skipped = loaded if loaded is not None else load_items(data, fmt)
     if limit:
@@ -592,22 +680,13 @@ def evaluate(
         raise InputError(f"No usable rows in {data} (format {fmt}): {len(skipped)} skipped.")
     explicit = explicit if explicit is not None else set(methods)
     cache = InternalsCache(llm, store=store)
-    scorers: dict[str, Any] = {}
-    unavailable: dict[str, str] = dict((extra or {}).get("unavailable", {}))
-    for m in methods:
-        try:
-            scorers[m] = get_scorer(m, llm, head=head, cache=cache)
-        except (InputError, KeyError, ValueError) as e:
-            if m in explicit:
-                raise InputError(f"Method {m} cannot run: {e}") from e
-            unavailable[m] = str(e)
-            logger.warning("Leaving out %s: %s", m, e)
-    if not scorers:
-        raise InputError("No method can run: " + "; ".join(f"{k}: {v}" for k, v in unavailable.items()))
+    scorers, left_out = build_scorers_for(methods, llm, head, cache, explicit)
+    unavailable: dict[str, str] = {**(extra or {}).get("unavailable", {}), **left_out}
     out = Path(out)
     store = ScoreStore(out.with_name(out.stem + ".scores.jsonl"))
     try:
-        done, failed = run_scoring(items, scorers, llm, store, head_digest(head) if head is not None else "", progress)
+        head_id = head_digest(head) if head is not None else ""
+        done, failed = run_scoring(items, scorers, llm, store, head_id, progress, runner)
     finally:
         store.close()
     info = {**(extra or {}), "unavailable": unavailable, "score_cache": str(store.path), "data": str(data)}
@@ -626,6 +705,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import sys
 
     from .llm import load_llm
+    from .ray_run import ray_settings
     from .scoring import default_head
     from .uhead import load_head, read_config
 
@@ -637,6 +717,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise InputError("Give --threshold or --thresholds-from, not both.")
         if not Path(args.thresholds_from).is_file():
             raise InputError(f"No validation file {args.thresholds_from}.")
+    ray = ray_settings(args, rows_per_batch=16)  # refuses --ray without Ray installed, before the model loads
     if args.head:
         read_config(args.head)  # refuse a missing or broken head before the model loads
     loaded = load_items(args.data, args.format)  # refuse an unreadable file before the model loads
@@ -674,6 +755,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         spec = head.spec if head is not None else CaptureSpec()
         store = FeatureStore(args.store, spec, base_info(llm))
+        store.merge_parts()  # captures parallel workers left when a run was stopped
+    runner = None
+    if ray is not None:
+        from .ray_run import RayRunner
+        from .workers import EvaluateRecipe, ModelRecipe, open_evaluate
+
+        recipe = EvaluateRecipe(
+            ModelRecipe.of(llm), tuple(methods), tuple(sorted(explicit)),
+            str(Path(head_from).resolve()) if head is not None and head_from else None, args.allow_other_build,
+            args.prm_family, args.trust_remote_code,
+            str(store.root.resolve()) if store is not None else None,
+            store.spec.to_dict() if store is not None else None,
+        )
+        runner = RayRunner(open_evaluate, recipe, ray, what="labelled chains")
     try:
         if args.thresholds_from:  # a report's cuts, or a labelled file evaluated first next to --out
             val_out = Path(args.out).with_name(Path(args.out).stem + ".val.json")
@@ -684,11 +779,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             )
         report = evaluate(
             args.data, args.format, llm, methods, args.out, head, args.limit, policy, explicit, extra=extra,
-            loaded=loaded, store=store,
+            loaded=loaded, store=store, runner=runner,
         )
     finally:
         if store is not None:
             store.close()
+            store.merge_parts()  # what Ray workers captured (each into a part of its own)
     sys.stdout.write(markdown_table(report))
     html = Path(args.out).with_suffix(".html")
     logger.info("Wrote %s%s", args.out, f" and {html}" if html.is_file() else "")
@@ -728,5 +824,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--store", default=None, help="feature store folder: reuse captures made by `features` (and keep new ones)"
     )
+    from .ray_run import add_ray_arguments
+
+    add_ray_arguments(p, "labelled chains per Ray task (default 16)")
     p.set_defaults(func=cmd_evaluate)
     return p
