@@ -31,9 +31,9 @@ import pandas as pd
 from uhead_viz import examples as ex
 from uhead_viz import export, plots, render
 from uhead_viz.engine import MAX_UPLOAD_BYTES, Engine, api_result, request_settings, verifier_names
+from uhead_viz.errors import InputError, PackError
 from uhead_viz.howto import is_probability
-from uhead_viz.llm import InputError, clean_question, load_llm, model_env_default
-from uhead_viz.packs import PackError
+from uhead_viz.llm import clean_question, load_llm, model_env_default
 from uhead_viz.render import method_label
 
 logger = logging.getLogger("uhead_viz.app")

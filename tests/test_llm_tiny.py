@@ -9,19 +9,19 @@ import torch
 
 from uhead_viz import llm as llm_mod
 from uhead_viz import precision as precision_mod
+from uhead_viz.errors import InputError, PackError
 from uhead_viz.llm import (
     ASSISTANT_PREFIX,
     LLM,
     MAX_QUESTION_CHARS,
     SYSTEM_PROMPT,
-    InputError,
     StopRules,
     answer_number,
     clean_question,
     decode,
     load_llm,
 )
-from uhead_viz.packs import PACKS, PackError
+from uhead_viz.packs import PACKS
 from uhead_viz.steps import Chain
 
 QUESTIONS = [

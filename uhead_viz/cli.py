@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from .cli_train import add_parsers as add_train_parsers
+from .errors import InputError, PackError, RowError
 from .evaluate import add_parser as add_evaluate_parser
-from .jsonl import ResumableWriter, RowError, read_rows
-from .llm import InputError
-from .packs import PackError
+from .jsonl import ResumableWriter, read_rows
 from .steps import step_body
 
 logger = logging.getLogger("uhead_viz")

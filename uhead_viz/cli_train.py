@@ -19,8 +19,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from .errors import InputError
 from .jsonl import ResumableWriter, read_rows
-from .llm import InputError
 
 logger = logging.getLogger("uhead_viz")
 
@@ -89,8 +89,8 @@ def cmd_label(args: argparse.Namespace) -> int:
     chain was left out. A configuration error (a wrong key or URL) stops the run at once,
     since every chain would fail the same way.
     """
+    from .errors import JudgeConfigError
     from .labels import get_labeler
-    from .labels.api_judge import JudgeConfigError
     from .steps import Chain
 
     labeler = get_labeler(args.labeler)

@@ -40,9 +40,10 @@ import torch
 
 from . import attribution
 from .capture import CaptureSpec, Internals, Recorder
+from .errors import Cancelled, InputError, RowError
 from .features import merge_specs, restrict, token_features
-from .jsonl import RowError, read_rows
-from .llm import ASSISTANT_PREFIX, InputError, clean_question
+from .jsonl import read_rows
+from .llm import ASSISTANT_PREFIX, clean_question
 from .render import method_label
 from .scorers import SCORERS, InternalsCache, Scorer, available, get_scorer
 from .scoring import checkpoint_dirs, default_head, length_problem, row_to_chain
@@ -251,10 +252,6 @@ class HeadState:
     note: str = ""
     sha256: str | None = None
     signature: tuple = field(default_factory=tuple)
-
-
-class Cancelled(Exception):
-    pass
 
 
 class Engine:

@@ -51,8 +51,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .jsonl import ResumableWriter, RowError, read_rows
-from .llm import InputError
+from .errors import InputError, RowError
+from .jsonl import ResumableWriter, read_rows
 
 # metrics (scikit-learn) and the label importers are imported where used: the CLI imports
 # this module for its parser, and ``generate`` should not pay for them

@@ -22,13 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import RowError
 from .steps import fix_surrogates
 
 logger = logging.getLogger(__name__)
-
-
-class RowError(ValueError):
-    """A file or row that cannot be read as chains; the message says where and why."""
 
 
 # json raises RecursionError for deep nesting and a plain ValueError for an integer longer

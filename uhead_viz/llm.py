@@ -23,7 +23,8 @@ from typing import Any
 import torch
 
 from . import attention
-from .packs import DEFAULT_PACK, PACKS, PackError, cache_dir, ensure_converted
+from .errors import InputError, PackError
+from .packs import DEFAULT_PACK, PACKS, cache_dir, ensure_converted
 from .precision import PRECISIONS, default_precision
 from .steps import ANSWER_RE, STEP_RE, Chain, chain_from_ids, clean_text
 
@@ -60,10 +61,6 @@ EXAMPLES = [
 ASSISTANT_PREFIX = "Step 1:"
 _SENTINEL = "\u2063UHEAD_QUESTION\u2063"
 MAX_QUESTION_CHARS = 8000
-
-
-class InputError(ValueError):
-    """Input we refuse, with a message meant for the person who typed it."""
 
 
 def model_env_default() -> str:

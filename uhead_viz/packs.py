@@ -18,13 +18,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import PackError
+
 logger = logging.getLogger(__name__)
 
 CHUNK = 1 << 22
-
-
-class PackError(RuntimeError):
-    """A packaged model is missing, incomplete or corrupt; the message says how to fix it."""
 
 
 @dataclass(frozen=True)

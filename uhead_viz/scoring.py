@@ -14,11 +14,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .jsonl import ResumableWriter, RowError, read_rows
-from .llm import InputError
+from .errors import HeadError, InputError, RowError
+from .jsonl import ResumableWriter, read_rows
 from .scorers import InternalsCache, Scorer, get_scorer
 from .steps import Chain, chain_from_steps, special_ids
-from .uhead import HeadError, UHead
+from .uhead import UHead
 
 logger = logging.getLogger(__name__)
 

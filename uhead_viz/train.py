@@ -32,10 +32,9 @@ from tqdm import tqdm
 
 from . import metrics
 from .capture import CaptureSpec, teacher_force
+from .errors import InputError, RowError
 from .featstore import FeatureStore
 from .features import token_features
-from .jsonl import RowError
-from .llm import InputError
 from .scorers.base import chain_key
 from .uhead import UHead, UHeadConfig, collate, save_head
 

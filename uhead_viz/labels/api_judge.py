@@ -45,7 +45,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
-from ..llm import InputError
+from ..errors import JudgeConfigError, JudgeError, ReplyError
 from ..packs import cache_dir as default_cache_root
 from ..steps import Chain, step_body
 from .base import Labeler, StepLabels, register
@@ -94,18 +94,6 @@ VERDICT_KEYS = ("correct", "is_correct", "verdict", "label", "judgement", "judgm
 STEP_KEYS = ("step", "step_number", "index")
 _FENCE = re.compile(r"```[\w-]*[ \t]*\n?(.*?)```", re.S)
 _THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
-
-
-class JudgeError(InputError):
-    """One chain could not be judged (retries spent, or a refused request); others may still work."""
-
-
-class JudgeConfigError(InputError):
-    """The judge is not configured, or the server refused the key, URL or model."""
-
-
-class ReplyError(ValueError):
-    """The verdict reply does not hold one usable verdict per step."""
 
 
 class _Mismatch(ReplyError):

@@ -47,7 +47,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..jsonl import RowError, read_rows
+from ..errors import RowError
+from ..jsonl import read_rows
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from ..llm import InputError
+from ..errors import InputError
 from ..steps import Chain
 from .base import SCORERS, InternalsCache, Scorer, chain_key, register
 

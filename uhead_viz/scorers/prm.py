@@ -56,7 +56,7 @@ from typing import Any
 
 import torch
 
-from ..llm import InputError
+from ..errors import InputError
 from ..steps import Chain, step_body
 from .base import SCORERS, InternalsCache, Scorer
 
