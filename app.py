@@ -29,7 +29,7 @@ import gradio as gr
 import pandas as pd
 
 from uhead_viz import examples as ex
-from uhead_viz import export, plots, render
+from uhead_viz import export, plots, render, settings
 from uhead_viz.engine import MAX_UPLOAD_BYTES, Engine, api_result, request_settings, verifier_names
 from uhead_viz.errors import InputError, PackError
 from uhead_viz.howto import is_probability
@@ -69,7 +69,7 @@ class EngineHolder:
         try:
             import torch
 
-            device = os.environ.get("UHEAD_VIZ_DEVICE") or ("cuda" if torch.cuda.is_available() else None)
+            device = settings.device() or ("cuda" if torch.cuda.is_available() else None)
             self.engine = Engine(load_llm(self.name, device=device))
             if warm:  # a forward pass: on ZeroGPU only inside @spaces.GPU
                 self.engine.warm()

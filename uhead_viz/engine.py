@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import queue
 import re
 import threading
@@ -38,7 +37,7 @@ from typing import Any
 
 import torch
 
-from . import attribution
+from . import attribution, settings
 from .capture import CaptureSpec, Internals, Recorder
 from .errors import Cancelled, InputError, RowError
 from .features import merge_specs, restrict, token_features
@@ -66,8 +65,8 @@ BASELINE_PREFERENCE = ("minprob", "mean_entropy", "maxprob", "max_entropy", "per
 MIN_NEW_TOKENS, MAX_NEW_TOKENS = 8, 2048  # what one request may ask the app to write
 MAX_PASTE_STEPS = 60
 MAX_PASTE_CHARS = 20_000
-MAX_DATASET_ROWS = int(os.environ.get("UHEAD_VIZ_MAX_ROWS", "1000"))
-MAX_UPLOAD_BYTES = int(os.environ.get("UHEAD_VIZ_MAX_UPLOAD_MB", "20")) * 1024 * 1024
+MAX_DATASET_ROWS = settings.max_rows()  # read once: the app is built with these limits
+MAX_UPLOAD_BYTES = settings.max_upload_bytes()
 
 
 def combine(p_a: float, p_b: float) -> float:
@@ -312,7 +311,7 @@ class Engine:
     def primary(self) -> str:
         if self.head is not None:
             return "uhead"
-        env = os.environ.get("UHEAD_VIZ_BASELINE")
+        env = settings.baseline()
         if env and env in self.baselines:
             return env
         return next((b for b in BASELINE_PREFERENCE if b in self.baselines), self.baselines[0])

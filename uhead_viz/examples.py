@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import settings
+
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1] / "assets" / "examples"
@@ -58,7 +60,7 @@ def example_for(question: str) -> dict[str, str] | None:
 
 
 def path_for(ex_id: str, root: str | Path | None = None) -> Path:
-    return Path(root or os.environ.get("UHEAD_VIZ_EXAMPLES") or ROOT) / f"{ex_id}.json"
+    return Path(root or settings.examples_dir() or ROOT) / f"{ex_id}.json"
 
 
 def build(engine: Any, root: str | Path | None = None, verifier: str | None = None, log=print) -> list[Path]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-import os
 import re
 import threading
 import time
@@ -22,7 +21,7 @@ from typing import Any
 
 import torch
 
-from . import attention
+from . import attention, settings
 from .errors import InputError, PackError
 from .packs import DEFAULT_PACK, PACKS, cache_dir, ensure_converted
 from .precision import PRECISIONS, default_precision
@@ -65,7 +64,7 @@ MAX_QUESTION_CHARS = 8000
 
 def model_env_default() -> str:
     """The model to use when none is named: ``UHEAD_VIZ_MODEL`` or the packaged default (a Space's choice too)."""
-    return os.environ.get("UHEAD_VIZ_MODEL", DEFAULT_PACK)
+    return settings.model() or DEFAULT_PACK
 
 
 @dataclass
@@ -468,7 +467,7 @@ def load_llm(
         raise
     model.eval()
     if not device and precision not in ("int8", "w8"):  # the int8 kernels are CPU-only
-        device = os.environ.get("UHEAD_VIZ_DEVICE") or ("cuda" if torch.cuda.is_available() else None)
+        device = settings.device() or ("cuda" if torch.cuda.is_available() else None)
     if device:
         model.to(device)
     eos = set()

@@ -10,10 +10,10 @@ are teacher-forced: the steps are rendered in our prompt's format and tokenized.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
+from . import settings
 from .errors import HeadError, InputError, RowError
 from .jsonl import ResumableWriter, read_rows
 from .scorers import InternalsCache, Scorer, get_scorer
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 # of the default model costs 70-85 ms per token on one CPU core (measured on 1,065- and
 # 4,013-token chains), so one 30,000-token row would hold the app's only model worker for
 # over half an hour. ``UHEAD_VIZ_MAX_CHAIN_TOKENS`` raises it.
-MAX_CHAIN_TOKENS = int(os.environ.get("UHEAD_VIZ_MAX_CHAIN_TOKENS", "12288"))
+MAX_CHAIN_TOKENS = settings.max_chain_tokens()  # read once, when the module loads
 
 
 def length_problem(chain: Chain, llm: Any) -> str | None:
@@ -157,9 +157,9 @@ def attach(row: dict[str, Any], scores: dict[str, list[float]], llm: Any, scorer
 # ----- heads and files, for the CLI and the app ---------------------------------------------
 def checkpoint_dirs() -> list[Path]:
     """Where default heads live: ``UHEAD_VIZ_CHECKPOINTS``, else ``./checkpoints`` and the repo's ``checkpoints/``."""
-    env = os.environ.get("UHEAD_VIZ_CHECKPOINTS")
-    if env:
-        return [Path(env).expanduser()]
+    env = settings.checkpoints_dir()
+    if env is not None:
+        return [env]
     out = []
     for p in (Path.cwd() / "checkpoints", Path(__file__).resolve().parents[1] / "checkpoints"):
         if p.resolve() not in [q.resolve() for q in out]:
