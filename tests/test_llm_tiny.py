@@ -16,9 +16,9 @@ from uhead_viz.llm import (
     MAX_QUESTION_CHARS,
     SYSTEM_PROMPT,
     StopRules,
-    answer_number,
     clean_question,
     decode,
+    last_number,
     load_llm,
 )
 from uhead_viz.packs import PACKS
@@ -360,8 +360,8 @@ def test_stream_on_a_tiny_model(tiny_llm, tokenizer):
         (None, None),
     ],
 )
-def test_answer_number(answer, number):
-    assert answer_number(answer) == number
+def test_last_number(answer, number):
+    assert last_number(answer) == number
 
 
 def test_model_and_precision_defaults(monkeypatch):

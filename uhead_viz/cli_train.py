@@ -20,7 +20,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .errors import InputError
-from .jsonl import ResumableWriter, read_rows
+from .jsonl import ResumableWriter, problem_of, read_rows
 
 logger = logging.getLogger("uhead_viz")
 
@@ -57,7 +57,7 @@ def _rows(paths: list[Path], ids: bool = False) -> list[dict[str, Any]]:
 
 
 def _question(row: dict[str, Any]) -> str:
-    return str(row.get("question") or row.get("problem") or "").strip()
+    return (problem_of(row) or "").strip()
 
 
 def load_references(path: str | None) -> dict[str, str]:

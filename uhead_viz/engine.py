@@ -42,10 +42,12 @@ from .capture import CaptureSpec, Internals, Recorder
 from .errors import Cancelled, InputError, RowError
 from .features import merge_specs, restrict, token_features
 from .jsonl import read_rows
+from .labels.base import first_error_labels
 from .llm import ASSISTANT_PREFIX, clean_question
 from .render import method_label
-from .scorers import SCORERS, InternalsCache, Scorer, available, get_scorer
-from .scoring import checkpoint_dirs, default_head, length_problem, row_to_chain
+from .scorers import SCORERS, InternalsCache, Scorer, available, get_scorer, sanitize_score
+from .scorers.combined import combine
+from .scoring import checkpoint_dirs, default_head, length_problem, row_to_chain, scored_row
 from .steps import (
     STEP_RE,
     Chain,
@@ -67,11 +69,6 @@ MAX_PASTE_STEPS = 60
 MAX_PASTE_CHARS = 20_000
 MAX_DATASET_ROWS = settings.max_rows()  # read once: the app is built with these limits
 MAX_UPLOAD_BYTES = settings.max_upload_bytes()
-
-
-def combine(p_a: float, p_b: float) -> float:
-    """P(wrong) when a step counts as correct only if both scorers say so: 1 - (1-a)(1-b)."""
-    return 1.0 - (1.0 - float(p_a)) * (1.0 - float(p_b))
 
 
 def _r(x: float, nd: int = 5) -> float:
@@ -608,17 +605,8 @@ class Engine:
                 errors.append(f"line {line} (id {rid}): {e}")
                 yield i + 1, len(rows), out, errors
                 continue
-            prev = row.get("scores") if isinstance(row.get("scores"), dict) else {}
-            out.append(
-                {
-                    **row,
-                    "id": rid,
-                    "labels": row_labels(row, len(chain.steps)),
-                    "scores": {**prev, **scores},
-                    "primary": self.primary,
-                    "scored_by": {"model": self.llm.name, "fingerprint": self.llm.fingerprint, "head": self.hs.path},
-                }
-            )
+            fields = {"id": rid, "labels": row_labels(row, len(chain.steps)), "primary": self.primary}
+            out.append(scored_row(row, scores, self.llm, {"head": self.hs.path}, **fields))
             yield i + 1, len(rows), out, errors
 
     def analyze_row(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -716,7 +704,7 @@ class LiveScorer:
             sc: dict[str, float] = {}
             for name, scorer in self.stats.items():
                 v = scorer.step_value(lp[ba:bb], ent[ba:bb])  # type: ignore[attr-defined]
-                sc[name] = _r(min(1.0, max(0.0, v)) if math.isfinite(v) else 1.0)
+                sc[name] = _r(sanitize_score(v))
             if self.head is not None:
                 if feats is None:
                     feats = token_features(restrict(internals, self.head.spec), self.head.spec)
@@ -842,7 +830,7 @@ def row_labels(row: dict[str, Any], n_steps: int) -> list[int | None] | None:
         return out
     k = row.get("label")
     if isinstance(k, int) and not isinstance(k, bool) and -1 <= k < n_steps:
-        return [0] * n_steps if k == -1 else [0] * k + [1] + [None] * (n_steps - k - 1)
+        return first_error_labels(k, n_steps)
     return None
 
 

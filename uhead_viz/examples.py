@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import settings
+from .scorers.combined import combine
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,6 @@ def load(engine: Any, question: str, root: str | Path | None = None) -> tuple[di
         for s_new, s_old in zip(fresh["steps"], a["steps"]):
             pv = s_old["scores"]["verifier"]
             s_new["scores"]["verifier"] = pv
-            s_new["scores"]["combined"] = round(1 - (1 - s_new["scores"][prim]) * (1 - pv), 5)
+            s_new["scores"]["combined"] = round(combine(s_new["scores"][prim], pv), 5)
         fresh["verifier"] = v
     return fresh, "re-scored"

@@ -92,6 +92,21 @@ def read_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | None, st
         yield (i, r, None) if isinstance(r, dict) else (i, None, "not a JSON object")
 
 
+# The keys a row may hold its problem under, first match wins: ``problem`` (ProcessBench,
+# this package's own rows), ``question`` (GSM8K, the app), ``instruction`` (instruction sets).
+PROBLEM_KEYS = ("problem", "question", "instruction")
+NO_PROBLEM = "no problem text (under " + ", ".join(repr(k) for k in PROBLEM_KEYS) + ")"
+
+
+def problem_of(row: dict[str, Any]) -> str | None:
+    """The row's problem text, as written, under the first of ``PROBLEM_KEYS`` holding non-blank text; else None."""
+    for key in PROBLEM_KEYS:
+        value = row.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
+
+
 class ResumableWriter:
     """Append JSON rows to ``path``; ``done`` holds the ids already written.
 

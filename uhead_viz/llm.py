@@ -527,8 +527,12 @@ def _safe_name(path: str) -> str:
     return f"{tail}-{hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:10]}"
 
 
-def answer_number(answer: str | None) -> float | None:
-    """The last number in an answer string (commas, $ and % dropped), or None."""
+def last_number(answer: str | None) -> float | None:
+    """The last number literal in an answer string (commas, $ and % dropped; ``a/b`` divided), or None.
+
+    Plain text only, for scoring a model's final answers against GSM8K's whole numbers;
+    ``labels.checks.answer_value`` also evaluates expressions (``\\frac{1}{2}``, ``x = 3 + 4``).
+    """
     if not answer:
         return None
     s = answer.replace(",", "").replace("$", "")

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import settings
 from .errors import HeadError, InputError, RowError
-from .jsonl import ResumableWriter, read_rows
+from .jsonl import NO_PROBLEM, ResumableWriter, problem_of, read_rows
 from .scorers import InternalsCache, Scorer, get_scorer
 from .steps import Chain, chain_from_steps, special_ids
 from .uhead import UHead
@@ -51,10 +51,11 @@ def _norm(name: Any) -> str:
 
 
 def row_problem(row: dict[str, Any]) -> str:
-    for key in ("problem", "question"):
-        if isinstance(row.get(key), str) and row[key].strip():
-            return row[key]
-    raise RowError("no 'problem' (or 'question') text")
+    """The row's problem text; RowError when it has none."""
+    problem = problem_of(row)
+    if problem is None:
+        raise RowError(NO_PROBLEM)
+    return problem
 
 
 def row_to_chain(row: dict[str, Any], llm: Any) -> Chain:
@@ -140,18 +141,28 @@ def score_rows(
     return [attach(row, s, llm, scorers) for row, s in zip(rows, score_chains(chains, scorers))]
 
 
-def attach(row: dict[str, Any], scores: dict[str, list[float]], llm: Any, scorers: dict[str, Scorer]) -> dict[str, Any]:
-    """The output row: the input row, its earlier scores kept, these methods' scores added."""
-    out = dict(row)
+def scored_row(
+    row: dict[str, Any],
+    scores: dict[str, list[float]],
+    llm: Any,
+    by: dict[str, Any] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """A scored row as the CLI writes it and the app lists it: the input row with ``fields`` set,
+    its earlier scores kept and these methods' added, and ``scored_by`` naming the model
+    (name and weights fingerprint) plus ``by``, so a reader can tell which build made the numbers."""
+    out = {**row, **fields}
     prev = row.get("scores") if isinstance(row.get("scores"), dict) else {}
     out["scores"] = {**prev, **scores}
-    by: dict[str, Any] = {"model": llm.name, "fingerprint": llm.fingerprint}
-    head = getattr(scorers.get("uhead"), "head", None)
-    if head is not None:
-        by["uhead_mode"] = head.config.mode
-        by["uhead_threshold"] = head.threshold
-    out["scored_by"] = by
+    out["scored_by"] = {"model": llm.name, "fingerprint": llm.fingerprint, **(by or {})}
     return out
+
+
+def attach(row: dict[str, Any], scores: dict[str, list[float]], llm: Any, scorers: dict[str, Scorer]) -> dict[str, Any]:
+    """``scored_row`` for the CLI: ``scored_by`` also holds the head's mode and threshold when a head scored."""
+    head = getattr(scorers.get("uhead"), "head", None)
+    by = {"uhead_mode": head.config.mode, "uhead_threshold": head.threshold} if head is not None else {}
+    return scored_row(row, scores, llm, by)
 
 
 # ----- heads and files, for the CLI and the app ---------------------------------------------

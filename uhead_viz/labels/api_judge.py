@@ -49,7 +49,7 @@ from .. import settings
 from ..errors import JudgeConfigError, JudgeError, ReplyError
 from ..packs import cache_dir as default_cache_root
 from ..steps import Chain, step_body
-from .base import Labeler, StepLabels, register
+from .base import Labeler, StepLabels, first_error_labels, register
 from .reference import strip_annotations
 
 logger = logging.getLogger(__name__)
@@ -173,9 +173,7 @@ def parse_verdicts(text: str, n: int) -> list[bool]:
 
 def verdicts_to_labels(verdicts: list[bool], confidence: float, source: str) -> StepLabels:
     """0 up to the first step judged wrong, 1 there, None after it (ProcessBench convention)."""
-    labels: list[int | None] = []
-    for ok in verdicts:
-        labels.append(None if 1 in labels else 0 if ok else 1)
+    labels = first_error_labels(next((i for i, ok in enumerate(verdicts) if not ok), -1), len(verdicts))
     conf = [0.0 if lab is None else confidence for lab in labels]
     notes = ["judged incorrect" if lab == 1 else "" for lab in labels]
     return StepLabels(labels=labels, confidence=conf, source=source, notes=notes)
