@@ -203,34 +203,6 @@ class LLM:
         )
         return ctx - n_prompt
 
-    def stream(
-        self, question: str, max_new_tokens: int = 320, temperature: float = 0.0, seed: int = 0
-    ) -> Iterator[tuple[str, Chain | None]]:
-        """Yield the growing text after every token, and finally the finished Chain."""
-        import queue
-        import threading
-
-        q: queue.Queue = queue.Queue()
-        box: dict[str, Any] = {}
-
-        def work() -> None:
-            try:
-                box["chain"] = self.generate(
-                    [question], max_new_tokens, temperature, seed, on_token=lambda i, text: q.put(text)
-                )[0]
-            except BaseException as e:  # handed to the consumer thread
-                box["error"] = e
-            q.put(None)
-
-        t = threading.Thread(target=work, daemon=True)
-        t.start()
-        while (item := q.get()) is not None:
-            yield item, None
-        t.join()
-        if "error" in box:
-            raise box["error"]
-        yield box["chain"].text, box["chain"]
-
 
 def clean_question(question: str) -> str:
     """Refuse empty or over-long questions; drop NUL and other control characters and
