@@ -25,13 +25,13 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from uhead_viz import allowlist, export, plots, render
+from uhead_viz import allowlist, export, plots, render, settings
 from uhead_viz import examples as ex
 from uhead_viz.downloads import SessionDownloads
 from uhead_viz.engine import MAX_UPLOAD_BYTES, Engine, api_result, request_settings, verifier_names
+from uhead_viz.errors import InputError, PackError
 from uhead_viz.howto import is_probability
-from uhead_viz.llm import InputError, clean_question, load_llm, model_env_default
-from uhead_viz.packs import PackError
+from uhead_viz.llm import clean_question, load_llm, model_env_default
 from uhead_viz.public import scrub, shown_path
 from uhead_viz.render import method_label
 
@@ -73,7 +73,7 @@ class EngineHolder:
         try:
             import torch
 
-            device = os.environ.get("UHEAD_VIZ_DEVICE") or ("cuda" if torch.cuda.is_available() else None)
+            device = settings.device() or ("cuda" if torch.cuda.is_available() else None)
             self.engine = Engine(load_llm(self.name, device=device))
             if warm:  # a forward pass: on ZeroGPU only inside @spaces.GPU
                 self.engine.warm()

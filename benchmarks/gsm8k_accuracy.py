@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tqdm import tqdm  # noqa: E402
 
 from uhead_viz.jsonl import ResumableWriter  # noqa: E402
-from uhead_viz.llm import answer_number, load_llm  # noqa: E402
+from uhead_viz.llm import last_number, load_llm  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "test.jsonl"
 
@@ -52,7 +52,7 @@ def main() -> int:
             gen_time += time.time() - t0
             for (rid, r), c in zip(batch, chains):
                 gen_tokens += len(c.ids)
-                pred = answer_number(c.answer)
+                pred = last_number(c.answer)
                 w.write(
                     {
                         "id": rid,

@@ -30,9 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from uhead_viz.errors import InputError
 from uhead_viz.judge import build_prompt, step_correct_probs  # noqa: E402
 from uhead_viz.labels.human import prm800k_rows  # noqa: E402
-from uhead_viz.llm import InputError, load_llm  # noqa: E402
+from uhead_viz.llm import load_llm  # noqa: E402
 from uhead_viz.metrics import pr_auc, roc_auc  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

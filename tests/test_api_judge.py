@@ -15,18 +15,15 @@ from typing import Any
 import pytest
 from judge_api_support import CRITIQUE, Handler, Server, isolate_judge_env, serve
 
+from uhead_viz.errors import InputError, JudgeConfigError, JudgeError, ReplyError
 from uhead_viz.labels import get_labeler
 from uhead_viz.labels.api_judge import (
     CONF_JUDGE,
     CONF_JUDGE_NO_REFERENCE,
     APIJudgeLabeler,
-    JudgeConfigError,
-    JudgeError,
-    ReplyError,
     parse_verdicts,
     verdicts_to_labels,
 )
-from uhead_viz.llm import InputError
 from uhead_viz.steps import Chain
 
 KEY = "sk-test-secret-0123456789"

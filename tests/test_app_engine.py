@@ -20,8 +20,9 @@ from uhead_viz.engine import (
     read_dataset,
     row_labels,
 )
+from uhead_viz.errors import InputError
 from uhead_viz.features import token_features
-from uhead_viz.llm import ASSISTANT_PREFIX, InputError
+from uhead_viz.llm import ASSISTANT_PREFIX
 from uhead_viz.scoring import score_rows
 from uhead_viz.uhead import UHead, save_head
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from uhead_viz.llm import InputError
+from uhead_viz.errors import InputError
 from uhead_viz.scorers import SCORERS, InternalsCache, Scorer, get_scorer
 from uhead_viz.scorers.combined import Combined, combine, combined_method, results_for
 from uhead_viz.steps import chain_from_steps

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from uhead_viz.jsonl import ResumableWriter, RowError, read_rows
+from uhead_viz.errors import RowError
+from uhead_viz.jsonl import ResumableWriter, read_rows
 
 
 def lines(path):

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import uhead_viz.labels.llm_judge as judge_labels
+from uhead_viz.errors import InputError
 from uhead_viz.judge import answer_ids, build_prompt, p_correct, step_correct_probs
 from uhead_viz.labels import available as labelers_available
 from uhead_viz.labels import get_labeler
 from uhead_viz.labels.llm_judge import confidence, labels_from_probs
-from uhead_viz.llm import InputError
 from uhead_viz.scorers import InternalsCache, get_scorer
 from uhead_viz.scorers import available as scorers_available
 from uhead_viz.steps import Chain

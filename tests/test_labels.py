@@ -18,7 +18,7 @@ from uhead_viz.labels.checks import (
     CONF_CORRECT_ANSWER,
     CONF_LAST_STEP_GUESS,
     answer_correct,
-    answer_number,
+    answer_value,
     arithmetic_errors,
     find_equations,
     reference_answer,
@@ -234,12 +234,12 @@ def test_answer_correct(answer, reference, expected):
     assert answer_correct(answer, reference) is expected
 
 
-def test_reference_and_answer_numbers():
+def test_reference_and_answer_values():
     assert reference_answer("work\n#### 1,234") == "1,234"
     assert reference_answer("  ") is None
-    assert answer_number("The answer is 3 apples and 42 pears") == 42
-    assert answer_number("$1,250.50") == 1250.5
-    assert answer_number("none") is None
+    assert answer_value("The answer is 3 apples and 42 pears") == 42
+    assert answer_value("$1,250.50") == 1250.5
+    assert answer_value("none") is None
 
 
 # ---------------------------------------------------------------- the checks labeler

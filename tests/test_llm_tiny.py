@@ -9,20 +9,19 @@ import torch
 
 from uhead_viz import llm as llm_mod
 from uhead_viz import precision as precision_mod
+from uhead_viz.errors import InputError, PackError
 from uhead_viz.llm import (
     ASSISTANT_PREFIX,
     LLM,
     MAX_QUESTION_CHARS,
     SYSTEM_PROMPT,
-    InputError,
     StopRules,
-    answer_number,
     clean_question,
     decode,
+    last_number,
     load_llm,
 )
-from uhead_viz.packs import PACKS, PackError
-from uhead_viz.steps import Chain
+from uhead_viz.packs import PACKS
 
 QUESTIONS = [
     "What is 3 * 4?",
@@ -249,25 +248,6 @@ def test_on_token_reports_growing_text(scripted):
         assert chain.text.startswith(texts[-1])
 
 
-def test_stream_yields_growing_text_then_the_chain(scripted):
-    llm = scripted([[" 3 * 4 = 12\nStep 2: 12 + 3 = 15\nAnswer: 15\n"]])
-    items = list(llm.stream("q", max_new_tokens=40))
-    *partial, (final_text, chain) = items
-    assert len(partial) >= 5
-    assert all(c is None for _, c in partial)
-    texts = [t for t, _ in partial]
-    for a, b in itertools.pairwise(texts):
-        assert b.startswith(a) and len(b) > len(a)
-    assert isinstance(chain, Chain)
-    assert final_text == chain.text == "Step 1: 3 * 4 = 12\nStep 2: 12 + 3 = 15\nAnswer: 15\n"
-    assert chain.text.startswith(texts[-1])
-
-
-def test_stream_raises_errors_from_the_worker(llama_llm):
-    with pytest.raises(InputError):
-        list(llama_llm.stream("   "))
-
-
 # ----- decoding with tiny random Llama / Qwen2 -----------------------------------------------------
 def test_generate_returns_chains(tiny_llm, tokenizer):
     pre = prefix_ids(tokenizer)
@@ -330,17 +310,15 @@ def test_sampling_is_seeded(llama_llm):
     assert a.ids == b.ids
 
 
-def test_stream_on_a_tiny_model(tiny_llm, tokenizer):
-    items = list(tiny_llm.stream(QUESTIONS[0], max_new_tokens=8))
-    *partial, (final_text, chain) = items
-    assert isinstance(chain, Chain)
-    assert all(c is None and isinstance(t, str) for t, c in partial)
-    assert final_text == chain.text
-    assert chain.ids == tiny_llm.generate([QUESTIONS[0]], max_new_tokens=8)[0].ids
+def test_on_token_on_a_tiny_model(tiny_llm, tokenizer):
+    seen: list[str] = []
+    chain = tiny_llm.generate([QUESTIONS[0]], max_new_tokens=8, on_token=lambda i, text: seen.append(text))[0]
+    assert all(isinstance(t, str) for t in seen)
+    assert chain.ids == tiny_llm.generate([QUESTIONS[0]], max_new_tokens=8)[0].ids  # watching changes nothing
     n_new = len(chain.ids) - len(prefix_ids(tokenizer))
     if chain.meta["stop_reason"] == "max_tokens":
-        assert len(partial) == n_new == 8
-        assert partial[-1][0] == chain.text
+        assert len(seen) == n_new == 8
+        assert seen[-1] == chain.text
 
 
 # ----- answers, defaults and loading errors ---------------------------------------------------------
@@ -360,8 +338,8 @@ def test_stream_on_a_tiny_model(tiny_llm, tokenizer):
         (None, None),
     ],
 )
-def test_answer_number(answer, number):
-    assert answer_number(answer) == number
+def test_last_number(answer, number):
+    assert last_number(answer) == number
 
 
 def test_model_and_precision_defaults(monkeypatch):

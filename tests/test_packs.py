@@ -9,16 +9,8 @@ from pathlib import Path
 import pytest
 
 from uhead_viz import packs
-from uhead_viz.packs import (
-    DEFAULT_PACK,
-    PACKS,
-    Pack,
-    PackError,
-    assemble,
-    cache_dir,
-    converted_dir,
-    part_paths,
-)
+from uhead_viz.errors import PackError
+from uhead_viz.packs import DEFAULT_PACK, PACKS, Pack, assemble, cache_dir, converted_dir, part_paths
 
 PARTS = [b"GGUF" + bytes(range(256)) * 20, b"tail-" * 333, b"z"]
 

@@ -42,8 +42,8 @@ def test_override_wins_and_is_validated(monkeypatch):
 
 
 def test_bad_override_is_a_clear_load_error(monkeypatch):
+    from uhead_viz.errors import PackError
     from uhead_viz.llm import load_llm
-    from uhead_viz.packs import PackError
 
     monkeypatch.setenv(pr.ENV, "half")
     with pytest.raises(PackError, match="not a precision"):

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from tiny_models import SIZES, build_tokenizer
 
 import uhead_viz.scorers.prm as prm_mod
-from uhead_viz.llm import InputError
+from uhead_viz.errors import InputError
 from uhead_viz.scorers import SCORERS, get_scorer
 from uhead_viz.scorers.prm import FAMILIES, detect_family, load_families, parse_method, prm_method
 from uhead_viz.steps import chain_from_steps

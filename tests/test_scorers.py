@@ -11,8 +11,8 @@ import torch
 
 import uhead_viz.scorers.base as scorer_base
 from uhead_viz.capture import CaptureSpec, teacher_force
+from uhead_viz.errors import RowError
 from uhead_viz.features import token_features
-from uhead_viz.jsonl import RowError
 from uhead_viz.scorers import InternalsCache, available, get_scorer
 from uhead_viz.scorers.baselines import body_range
 from uhead_viz.scoring import build_scorers, row_to_chain, score_chains, score_rows

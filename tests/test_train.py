@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from uhead_viz.capture import CaptureSpec
+from uhead_viz.errors import InputError
 from uhead_viz.featstore import INDEX, FeatureStore
 from uhead_viz.labels import get_labeler
-from uhead_viz.llm import InputError
 from uhead_viz.steps import Chain
 from uhead_viz.train import TrainConfig, extract_features, is_val, load_examples, predict, train_head
 from uhead_viz.uhead import base_info, load_head

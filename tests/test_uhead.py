@@ -10,18 +10,10 @@ import pytest
 import torch
 
 from uhead_viz.capture import CaptureSpec, teacher_force
+from uhead_viz.errors import HeadError
 from uhead_viz.features import feature_dim, restrict, token_features
 from uhead_viz.steps import chain_from_steps
-from uhead_viz.uhead import (
-    HeadError,
-    UHead,
-    UHeadConfig,
-    bce_loss,
-    collate,
-    find_heads,
-    load_head,
-    save_head,
-)
+from uhead_viz.uhead import UHead, UHeadConfig, bce_loss, collate, find_heads, load_head, save_head
 
 SMALL = {"d_model": 32, "n_heads": 4, "d_ff": 64, "n_layers": 2}
 PROBLEM = "Natalia sold 48 clips in April and half as many in May. How many clips did she sell?"

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from uhead_viz import zerogpu
-from uhead_viz.llm import InputError
+from uhead_viz.errors import InputError
 
 
 def test_without_spaces_or_gpu_the_decorator_is_the_function_itself():

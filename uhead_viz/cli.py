@@ -10,23 +10,14 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 from .cli_train import add_parsers as add_train_parsers
+from .errors import InputError, PackError, RowError
 from .evaluate import add_parser as add_evaluate_parser
-from .jsonl import ResumableWriter, RowError, read_rows
-from .llm import InputError
-from .packs import PackError
+from .jsonl import NO_PROBLEM, ResumableWriter, problem_of, read_rows
 from .steps import step_body
 
 logger = logging.getLogger("uhead_viz")
-
-
-def _row_question(row: dict[str, Any]) -> str | None:
-    for key in ("question", "problem", "instruction"):
-        if isinstance(row.get(key), str):
-            return row[key]
-    return None
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -58,9 +49,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         if err or row is None:
             logger.warning("Skipping %s line %d: %s", args.input, lineno, err)
             continue
-        q = _row_question(row)
-        if not q or not q.strip():
-            logger.warning("Skipping %s line %d: no 'question' or 'problem' text", args.input, lineno)
+        q = problem_of(row)
+        if q is None:
+            logger.warning("Skipping %s line %d: %s", args.input, lineno, NO_PROBLEM)
             continue
         row = dict(row)
         row["id"] = f"{args.id_prefix}{row.get('id', f'{stem}-{lineno - 1}')}"

@@ -19,8 +19,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .jsonl import ResumableWriter, read_rows
-from .llm import InputError
+from .errors import InputError
+from .jsonl import ResumableWriter, problem_of, read_rows
 
 logger = logging.getLogger("uhead_viz")
 
@@ -57,7 +57,7 @@ def _rows(paths: list[Path], ids: bool = False) -> list[dict[str, Any]]:
 
 
 def _question(row: dict[str, Any]) -> str:
-    return str(row.get("question") or row.get("problem") or "").strip()
+    return (problem_of(row) or "").strip()
 
 
 def load_references(path: str | None) -> dict[str, str]:
@@ -89,8 +89,8 @@ def cmd_label(args: argparse.Namespace) -> int:
     chain was left out. A configuration error (a wrong key or URL) stops the run at once,
     since every chain would fail the same way.
     """
+    from .errors import JudgeConfigError
     from .labels import get_labeler
-    from .labels.api_judge import JudgeConfigError
     from .steps import Chain
 
     labeler = get_labeler(args.labeler)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import queue
 import re
 import threading
@@ -38,16 +37,19 @@ from typing import Any
 
 import torch
 
-from . import attribution
+from . import attribution, settings
 from .capture import CaptureSpec, Internals, Recorder
+from .errors import Cancelled, InputError, RowError
 from .features import merge_specs, restrict, token_features
-from .jsonl import RowError, read_rows
-from .llm import ASSISTANT_PREFIX, InputError, clean_question
+from .jsonl import read_rows
+from .labels.base import first_error_labels
+from .llm import ASSISTANT_PREFIX, clean_question
 from .modellock import ModelLock
 from .public import scrub, shown_path
 from .render import method_label
-from .scorers import SCORERS, InternalsCache, Scorer, available, get_scorer
-from .scoring import checkpoint_dirs, default_head, length_problem, row_to_chain
+from .scorers import SCORERS, InternalsCache, Scorer, available, get_scorer, sanitize_score
+from .scorers.combined import combine
+from .scoring import checkpoint_dirs, default_head, length_problem, row_to_chain, scored_row
 from .steps import (
     STEP_RE,
     Chain,
@@ -67,13 +69,8 @@ BASELINE_PREFERENCE = ("minprob", "mean_entropy", "maxprob", "max_entropy", "per
 MIN_NEW_TOKENS, MAX_NEW_TOKENS = 8, 2048  # what one request may ask the app to write
 MAX_PASTE_STEPS = 60
 MAX_PASTE_CHARS = 20_000
-MAX_DATASET_ROWS = int(os.environ.get("UHEAD_VIZ_MAX_ROWS", "1000"))
-MAX_UPLOAD_BYTES = int(os.environ.get("UHEAD_VIZ_MAX_UPLOAD_MB", "20")) * 1024 * 1024
-
-
-def combine(p_a: float, p_b: float) -> float:
-    """P(wrong) when a step counts as correct only if both scorers say so: 1 - (1-a)(1-b)."""
-    return 1.0 - (1.0 - float(p_a)) * (1.0 - float(p_b))
+MAX_DATASET_ROWS = settings.max_rows()  # read once: the app is built with these limits
+MAX_UPLOAD_BYTES = settings.max_upload_bytes()
 
 
 def _r(x: float, nd: int = 5) -> float:
@@ -255,10 +252,6 @@ class HeadState:
     signature: tuple = field(default_factory=tuple)
 
 
-class Cancelled(Exception):
-    pass
-
-
 class Engine:
     """One loaded model, its head (or none), and every scoring path the app needs.
 
@@ -318,7 +311,7 @@ class Engine:
     def primary(self) -> str:
         if self.head is not None:
             return "uhead"
-        env = os.environ.get("UHEAD_VIZ_BASELINE")
+        env = settings.baseline()
         if env and env in self.baselines:
             return env
         return next((b for b in BASELINE_PREFERENCE if b in self.baselines), self.baselines[0])
@@ -615,21 +608,8 @@ class Engine:
                 errors.append(f"line {line} (id {rid}): {e}")
                 yield i + 1, len(rows), out, errors
                 continue
-            prev = row.get("scores") if isinstance(row.get("scores"), dict) else {}
-            out.append(
-                {
-                    **row,
-                    "id": rid,
-                    "labels": row_labels(row, len(chain.steps)),
-                    "scores": {**prev, **scores},
-                    "primary": self.primary,
-                    "scored_by": {
-                        "model": self.llm.name,
-                        "fingerprint": self.llm.fingerprint,
-                        "head": shown_path(self.hs.path),
-                    },
-                }
-            )
+            fields = {"id": rid, "labels": row_labels(row, len(chain.steps)), "primary": self.primary}
+            out.append(scored_row(row, scores, self.llm, {"head": shown_path(self.hs.path)}, **fields))
             yield i + 1, len(rows), out, errors
 
     def analyze_row(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -727,7 +707,7 @@ class LiveScorer:
             sc: dict[str, float] = {}
             for name, scorer in self.stats.items():
                 v = scorer.step_value(lp[ba:bb], ent[ba:bb])  # type: ignore[attr-defined]
-                sc[name] = _r(min(1.0, max(0.0, v)) if math.isfinite(v) else 1.0)
+                sc[name] = _r(sanitize_score(v))
             if self.head is not None:
                 if feats is None:
                     feats = token_features(restrict(internals, self.head.spec), self.head.spec)
@@ -866,7 +846,7 @@ def row_labels(row: dict[str, Any], n_steps: int) -> list[int | None] | None:
         return out
     k = row.get("label")
     if isinstance(k, int) and not isinstance(k, bool) and -1 <= k < n_steps:
-        return [0] * n_steps if k == -1 else [0] * k + [1] + [None] * (n_steps - k - 1)
+        return first_error_labels(k, n_steps)
     return None
 
 

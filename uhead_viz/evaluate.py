@@ -51,8 +51,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .jsonl import ResumableWriter, RowError, read_rows
-from .llm import InputError
+from .errors import InputError, RowError
+from .jsonl import NO_PROBLEM, ResumableWriter, problem_of, read_rows
+from .labels.base import first_error_labels
 from .thresholds import (
     Policy,
     ValThresholds,
@@ -87,14 +88,13 @@ class Item:
 
 
 def _digest(row: dict[str, Any]) -> str:
-    key = [row.get("problem") or row.get("question"), row.get("steps"), row.get("ids"), row.get("spans")]
+    key = [problem_of(row), row.get("steps"), row.get("ids"), row.get("spans")]
     return hashlib.sha1(json.dumps(key, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
 
 
 def _check_jsonl(row: dict[str, Any]) -> str | None:
-    problem = row.get("problem") if row.get("problem") is not None else row.get("question")
-    if not isinstance(problem, str) or not problem.strip():
-        return "no 'problem' (or 'question') text"
+    if problem_of(row) is None:
+        return NO_PROBLEM
     steps, labels = row.get("steps"), row.get("labels")
     if not isinstance(steps, list) or not steps or not all(isinstance(s, str) and s.strip() for s in steps):
         return "'steps' must be a non-empty list of non-empty strings"
@@ -159,8 +159,7 @@ def load_items(path: str | Path, fmt: str) -> tuple[list[Item], list[dict[str, A
         assert rid is not None
         seen.add(rid)
         if fmt == "processbench":
-            k, n = row["label"], len(row["steps"])
-            labels: list[int | None] = [0] * n if k == -1 else [0] * k + [1] + [None] * (n - k - 1)
+            labels = first_error_labels(row["label"], len(row["steps"]))
         else:
             labels = list(row["labels"])
         items.append(_item(rid, row, labels))

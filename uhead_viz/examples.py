@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import settings
 from .public import shown_path
+from .scorers.combined import combine
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ def example_for(question: str) -> dict[str, str] | None:
 
 
 def path_for(ex_id: str, root: str | Path | None = None) -> Path:
-    return Path(root or os.environ.get("UHEAD_VIZ_EXAMPLES") or ROOT) / f"{ex_id}.json"
+    return Path(root or settings.examples_dir() or ROOT) / f"{ex_id}.json"
 
 
 def build(engine: Any, root: str | Path | None = None, verifier: str | None = None, log=print) -> list[Path]:
@@ -115,6 +117,6 @@ def load(engine: Any, question: str, root: str | Path | None = None) -> tuple[di
         for s_new, s_old in zip(fresh["steps"], a["steps"]):
             pv = s_old["scores"]["verifier"]
             s_new["scores"]["verifier"] = pv
-            s_new["scores"]["combined"] = round(1 - (1 - s_new["scores"][prim]) * (1 - pv), 5)
+            s_new["scores"]["combined"] = round(combine(s_new["scores"][prim], pv), 5)
         fresh["verifier"] = v
     return fresh, "re-scored"

@@ -36,8 +36,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .capture import CaptureSpec
+from .errors import InputError
 from .jsonl import ResumableWriter, read_rows
-from .llm import InputError
 
 logger = logging.getLogger(__name__)
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from .jsonl import problem_of
 from .labels.reference import strip_annotations
 
 
 def gold_row(row: dict[str, Any], row_id: str) -> dict[str, Any] | None:
     """A chain row (``id, problem, steps, answer, model``) from one GSM8K row, or None if it has no steps."""
-    question = str(row.get("question") or "").strip()
+    question = (problem_of(row) or "").strip()
     solution = str(row.get("answer") or "")
     if not question or "####" not in solution:
         return None

@@ -22,13 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import RowError
 from .steps import fix_surrogates
 
 logger = logging.getLogger(__name__)
-
-
-class RowError(ValueError):
-    """A file or row that cannot be read as chains; the message says where and why."""
 
 
 # json raises RecursionError for deep nesting and a plain ValueError for an integer longer
@@ -93,6 +90,21 @@ def read_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | None, st
             yield i, None, f"not valid JSON ({_why(e)})"
             continue
         yield (i, r, None) if isinstance(r, dict) else (i, None, "not a JSON object")
+
+
+# The keys a row may hold its problem under, first match wins: ``problem`` (ProcessBench,
+# this package's own rows), ``question`` (GSM8K, the app), ``instruction`` (instruction sets).
+PROBLEM_KEYS = ("problem", "question", "instruction")
+NO_PROBLEM = "no problem text (under " + ", ".join(repr(k) for k in PROBLEM_KEYS) + ")"
+
+
+def problem_of(row: dict[str, Any]) -> str | None:
+    """The row's problem text, as written, under the first of ``PROBLEM_KEYS`` holding non-blank text; else None."""
+    for key in PROBLEM_KEYS:
+        value = row.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
 
 
 class ResumableWriter:

@@ -49,7 +49,8 @@ from typing import Any
 
 import torch
 
-from .llm import LLM, InputError, clean_question, pad_tails
+from .errors import InputError
+from .llm import LLM, clean_question, pad_tails
 from .steps import step_body
 
 JUDGE_SYSTEM = "You are a meticulous math teacher who checks solutions one step at a time."

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-import os
 import re
 import threading
 import time
@@ -22,8 +21,9 @@ from typing import Any
 
 import torch
 
-from . import attention
-from .packs import DEFAULT_PACK, PACKS, PackError, cache_dir, ensure_converted
+from . import attention, settings
+from .errors import InputError, PackError
+from .packs import DEFAULT_PACK, PACKS, cache_dir, ensure_converted
 from .precision import PRECISIONS, default_precision
 from .steps import ANSWER_RE, STEP_RE, Chain, chain_from_ids, clean_text
 
@@ -62,13 +62,9 @@ _SENTINEL = "\u2063UHEAD_QUESTION\u2063"
 MAX_QUESTION_CHARS = 8000
 
 
-class InputError(ValueError):
-    """Input we refuse, with a message meant for the person who typed it."""
-
-
 def model_env_default() -> str:
     """The model to use when none is named: ``UHEAD_VIZ_MODEL`` or the packaged default (a Space's choice too)."""
-    return os.environ.get("UHEAD_VIZ_MODEL", DEFAULT_PACK)
+    return settings.model() or DEFAULT_PACK
 
 
 @dataclass
@@ -206,34 +202,6 @@ class LLM:
             max_new_tokens, self.name, ctx, n_prompt, ctx - n_prompt,
         )
         return ctx - n_prompt
-
-    def stream(
-        self, question: str, max_new_tokens: int = 320, temperature: float = 0.0, seed: int = 0
-    ) -> Iterator[tuple[str, Chain | None]]:
-        """Yield the growing text after every token, and finally the finished Chain."""
-        import queue
-        import threading
-
-        q: queue.Queue = queue.Queue()
-        box: dict[str, Any] = {}
-
-        def work() -> None:
-            try:
-                box["chain"] = self.generate(
-                    [question], max_new_tokens, temperature, seed, on_token=lambda i, text: q.put(text)
-                )[0]
-            except BaseException as e:  # handed to the consumer thread
-                box["error"] = e
-            q.put(None)
-
-        t = threading.Thread(target=work, daemon=True)
-        t.start()
-        while (item := q.get()) is not None:
-            yield item, None
-        t.join()
-        if "error" in box:
-            raise box["error"]
-        yield box["chain"].text, box["chain"]
 
 
 def clean_question(question: str) -> str:
@@ -471,7 +439,7 @@ def load_llm(
         raise
     model.eval()
     if not device and precision not in ("int8", "w8"):  # the int8 kernels are CPU-only
-        device = os.environ.get("UHEAD_VIZ_DEVICE") or ("cuda" if torch.cuda.is_available() else None)
+        device = settings.device() or ("cuda" if torch.cuda.is_available() else None)
     if device:
         model.to(device)
     eos = set()
@@ -531,8 +499,12 @@ def _safe_name(path: str) -> str:
     return f"{tail}-{hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:10]}"
 
 
-def answer_number(answer: str | None) -> float | None:
-    """The last number in an answer string (commas, $ and % dropped), or None."""
+def last_number(answer: str | None) -> float | None:
+    """The last number literal in an answer string (commas, $ and % dropped; ``a/b`` divided), or None.
+
+    Plain text only, for scoring a model's final answers against GSM8K's whole numbers;
+    ``labels.checks.answer_value`` also evaluates expressions (``\\frac{1}{2}``, ``x = 3 + 4``).
+    """
     if not answer:
         return None
     s = answer.replace(",", "").replace("$", "")

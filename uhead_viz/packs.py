@@ -18,13 +18,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import settings
+from .errors import PackError
+
 logger = logging.getLogger(__name__)
 
 CHUNK = 1 << 22
-
-
-class PackError(RuntimeError):
-    """A packaged model is missing, incomplete or corrupt; the message says how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -95,10 +94,7 @@ DEFAULT_PACK = "qwen-coder-1.5b"
 
 def cache_dir() -> Path:
     """Where converted models live; ``UHEAD_VIZ_CACHE`` overrides it."""
-    root = os.environ.get("UHEAD_VIZ_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "uhead_viz"
-    )
-    return Path(root)
+    return settings.cache_dir()
 
 
 def converted_dir(pack: Pack) -> Path:

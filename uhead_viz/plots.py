@@ -12,13 +12,12 @@ from typing import Any
 import plotly.graph_objects as go
 
 from .howto import is_probability
-from .render import SCALE, heat_hex, method_label, step_tokens
+from .render import heat_hex, method_label, step_tokens
 
 FONT = "Inter, Segoe UI, system-ui, -apple-system, Helvetica Neue, Arial, sans-serif"
 INK = "#1f2937"
 MUTED = "#6b7280"
 SERIES = {"primary": "#3b4b64", "verifier": "#2c9c8f", "combined": "#e07b00"}
-PLOTLY_SCALE = [[x, "rgb({},{},{})".format(*c)] for x, c in SCALE]
 
 
 def _layout(fig: go.Figure, title: str, height: int = 330, **kw: Any) -> go.Figure:

@@ -23,15 +23,16 @@ the rule, with the CPUs they came from, are in ``docs/benchmarks.md``.
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
 
+from . import settings
+from .settings import PRECISIONS
+
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("int8", "w8", "bf16", "fp32")
 ENV = "UHEAD_VIZ_PRECISION"
 # the CPU flags the rule reads (Linux /proc/cpuinfo names); printed by the benchmark too
 RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8", "bf16", "sve")
@@ -84,10 +85,8 @@ def choose(flags: frozenset[str] | set[str], machine: str, cuda: bool) -> Choice
 
 def default_choice() -> Choice:
     """``UHEAD_VIZ_PRECISION`` when set (validated), else the rule for this machine."""
-    env = os.environ.get(ENV, "").strip().lower()
+    env = settings.precision()  # validated there
     if env:
-        if env not in PRECISIONS:
-            raise ValueError(f"{ENV}={env!r} is not a precision: use one of {', '.join(PRECISIONS)}.")
         return Choice(env, f"set by {ENV}")
     import torch
 

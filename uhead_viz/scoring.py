@@ -10,15 +10,15 @@ are teacher-forced: the steps are rendered in our prompt's format and tokenized.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
-from .jsonl import ResumableWriter, RowError, read_rows
-from .llm import InputError
+from . import settings
+from .errors import HeadError, InputError, RowError
+from .jsonl import NO_PROBLEM, ResumableWriter, problem_of, read_rows
 from .scorers import InternalsCache, Scorer, get_scorer
 from .steps import Chain, chain_from_steps, special_ids
-from .uhead import HeadError, UHead
+from .uhead import UHead
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 # of the default model costs 70-85 ms per token on one CPU core (measured on 1,065- and
 # 4,013-token chains), so one 30,000-token row would hold the app's only model worker for
 # over half an hour. ``UHEAD_VIZ_MAX_CHAIN_TOKENS`` raises it.
-MAX_CHAIN_TOKENS = int(os.environ.get("UHEAD_VIZ_MAX_CHAIN_TOKENS", "12288"))
+MAX_CHAIN_TOKENS = settings.max_chain_tokens()  # read once, when the module loads
 
 
 def length_problem(chain: Chain, llm: Any) -> str | None:
@@ -51,10 +51,11 @@ def _norm(name: Any) -> str:
 
 
 def row_problem(row: dict[str, Any]) -> str:
-    for key in ("problem", "question"):
-        if isinstance(row.get(key), str) and row[key].strip():
-            return row[key]
-    raise RowError("no 'problem' (or 'question') text")
+    """The row's problem text; RowError when it has none."""
+    problem = problem_of(row)
+    if problem is None:
+        raise RowError(NO_PROBLEM)
+    return problem
 
 
 def row_to_chain(row: dict[str, Any], llm: Any) -> Chain:
@@ -140,26 +141,36 @@ def score_rows(
     return [attach(row, s, llm, scorers) for row, s in zip(rows, score_chains(chains, scorers))]
 
 
-def attach(row: dict[str, Any], scores: dict[str, list[float]], llm: Any, scorers: dict[str, Scorer]) -> dict[str, Any]:
-    """The output row: the input row, its earlier scores kept, these methods' scores added."""
-    out = dict(row)
+def scored_row(
+    row: dict[str, Any],
+    scores: dict[str, list[float]],
+    llm: Any,
+    by: dict[str, Any] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """A scored row as the CLI writes it and the app lists it: the input row with ``fields`` set,
+    its earlier scores kept and these methods' added, and ``scored_by`` naming the model
+    (name and weights fingerprint) plus ``by``, so a reader can tell which build made the numbers."""
+    out = {**row, **fields}
     prev = row.get("scores") if isinstance(row.get("scores"), dict) else {}
     out["scores"] = {**prev, **scores}
-    by: dict[str, Any] = {"model": llm.name, "fingerprint": llm.fingerprint}
-    head = getattr(scorers.get("uhead"), "head", None)
-    if head is not None:
-        by["uhead_mode"] = head.config.mode
-        by["uhead_threshold"] = head.threshold
-    out["scored_by"] = by
+    out["scored_by"] = {"model": llm.name, "fingerprint": llm.fingerprint, **(by or {})}
     return out
+
+
+def attach(row: dict[str, Any], scores: dict[str, list[float]], llm: Any, scorers: dict[str, Scorer]) -> dict[str, Any]:
+    """``scored_row`` for the CLI: ``scored_by`` also holds the head's mode and threshold when a head scored."""
+    head = getattr(scorers.get("uhead"), "head", None)
+    by = {"uhead_mode": head.config.mode, "uhead_threshold": head.threshold} if head is not None else {}
+    return scored_row(row, scores, llm, by)
 
 
 # ----- heads and files, for the CLI and the app ---------------------------------------------
 def checkpoint_dirs() -> list[Path]:
     """Where default heads live: ``UHEAD_VIZ_CHECKPOINTS``, else ``./checkpoints`` and the repo's ``checkpoints/``."""
-    env = os.environ.get("UHEAD_VIZ_CHECKPOINTS")
-    if env:
-        return [Path(env).expanduser()]
+    env = settings.checkpoints_dir()
+    if env is not None:
+        return [env]
     out = []
     for p in (Path.cwd() / "checkpoints", Path(__file__).resolve().parents[1] / "checkpoints"):
         if p.resolve() not in [q.resolve() for q in out]:

@@ -32,10 +32,10 @@ from tqdm import tqdm
 
 from . import metrics
 from .capture import CaptureSpec, teacher_force
+from .errors import InputError, RowError
 from .featstore import FeatureStore
 from .features import token_features
-from .jsonl import RowError
-from .llm import InputError
+from .jsonl import problem_of
 from .scorers.base import chain_key
 from .scoring import row_to_chain
 from .uhead import UHead, UHeadConfig, collate, save_head
@@ -156,7 +156,7 @@ def load_examples(rows: Iterable[dict[str, Any]], store: FeatureStore) -> list[E
             skipped += 1
             continue
         conf = row.get("label_confidence") or [1.0] * len(labels)
-        out.append(Example(str(row["id"]), str(row.get("problem") or row.get("question")), f, spans, labels, conf))
+        out.append(Example(str(row["id"]), problem_of(row) or "", f, spans, labels, conf))
     if skipped:
         logger.info("%d labelled rows had no stored features or no usable labels; skipped", skipped)
     return out

@@ -39,8 +39,8 @@ import torch
 from torch import nn
 
 from .capture import CaptureSpec
+from .errors import HeadError
 from .features import feature_dim
-from .llm import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +50,6 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 ATTN_BUDGET = 1 << 25  # attention-map elements per encoder call in step mode (128 MB in fp32)
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
-
-
-class HeadError(InputError):
-    """A head checkpoint we refuse to load; the message says why and what to do (a ValueError)."""
 
 
 @dataclass

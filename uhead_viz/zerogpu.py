@@ -65,7 +65,7 @@ def gpu(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def model_work(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Run ``fn`` (a function or a generator function) under ``gpu``, with InputError kept intact."""
-    from .llm import InputError
+    from .errors import InputError
 
     if inspect.isgeneratorfunction(fn):
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from uhead_viz.capture import CaptureSpec, teacher_force
-from uhead_viz.llm import answer_number, load_llm
+from uhead_viz.llm import last_number, load_llm
 from uhead_viz.steps import chain_from_ids, chain_from_steps, step_body
 
 pytestmark = pytest.mark.integration
@@ -43,7 +43,7 @@ def test_generate_natalia(llm, natalia):
     chain = natalia
     assert len(chain.steps) >= 2, chain.text
     assert chain.answer is not None, chain.text
-    assert answer_number(chain.answer) is not None, chain.answer
+    assert last_number(chain.answer) is not None, chain.answer
     assert chain.meta["stop_reason"] in ("answer", "eos"), chain.meta
     assert chain.text == llm.tokenizer.decode(chain.ids)
     assert chain.prompt_ids == llm.prompt_ids(NATALIA)

@@ -26,9 +26,10 @@ from uhead_viz import engine as engine_mod
 from uhead_viz.cli import build_parser
 from uhead_viz.cli import main as cli_main
 from uhead_viz.engine import Engine
+from uhead_viz.errors import HeadError
 from uhead_viz.llm import load_llm
 from uhead_viz.scoring import default_head
-from uhead_viz.uhead import HeadError, UHead, load_head, save_head
+from uhead_viz.uhead import UHead, load_head, save_head
 
 SMALL = {"d_model": 32, "n_heads": 4, "d_ff": 64, "n_layers": 1}
 

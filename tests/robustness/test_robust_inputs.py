@@ -21,7 +21,8 @@ from uhead_viz import llm as llm_mod
 from uhead_viz import scoring
 from uhead_viz.cli import main
 from uhead_viz.engine import parse_steps, read_dataset, request_settings
-from uhead_viz.llm import MAX_QUESTION_CHARS, InputError, clean_question
+from uhead_viz.errors import InputError
+from uhead_viz.llm import MAX_QUESTION_CHARS, clean_question
 from uhead_viz.scoring import row_to_chain
 from uhead_viz.steps import chain_from_steps, special_ids
 

@@ -16,7 +16,8 @@ import pytest
 from judge_api_support import isolate_judge_env, serve
 
 from uhead_viz.cli import main
-from uhead_viz.labels.api_judge import APIJudgeLabeler, JudgeConfigError, JudgeError
+from uhead_viz.errors import JudgeConfigError, JudgeError
+from uhead_viz.labels.api_judge import APIJudgeLabeler
 from uhead_viz.steps import Chain
 
 STEPS = [

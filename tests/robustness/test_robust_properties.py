@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from uhead_viz.engine import parse_steps, read_dataset
-from uhead_viz.jsonl import ResumableWriter, RowError, read_rows
+from uhead_viz.errors import InputError, RowError
+from uhead_viz.jsonl import ResumableWriter, read_rows
 from uhead_viz.labels.human import processbench_rows, to_processbench
-from uhead_viz.llm import InputError
 from uhead_viz.scoring import row_to_chain
 from uhead_viz.steps import chain_from_steps, format_steps, special_ids, split_text, step_body
 

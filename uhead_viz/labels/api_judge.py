@@ -45,19 +45,18 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
-from ..llm import InputError
+from .. import settings
+from ..errors import JudgeConfigError, JudgeError, ReplyError
 from ..packs import cache_dir as default_cache_root
 from ..steps import Chain, step_body
-from .base import Labeler, StepLabels, register
+from .base import Labeler, StepLabels, first_error_labels, register
 from .reference import strip_annotations
 
 logger = logging.getLogger(__name__)
 
+# named in messages; read by ``settings`` (with the timeout, attempts and backoff: the label
+# command has no flags for how patient to be with one server)
 ENV_BASE_URL, ENV_MODEL, ENV_API_KEY = "UHEAD_VIZ_JUDGE_BASE_URL", "UHEAD_VIZ_JUDGE_MODEL", "UHEAD_VIZ_JUDGE_API_KEY"
-# How patient to be with one server (the label command has no flags for these): seconds per
-# request, requests per call, and the first backoff delay (doubled per retry, up to 60 s).
-ENV_TIMEOUT, ENV_ATTEMPTS = "UHEAD_VIZ_JUDGE_TIMEOUT", "UHEAD_VIZ_JUDGE_ATTEMPTS"
-ENV_BACKOFF = "UHEAD_VIZ_JUDGE_BACKOFF"
 # A strong model checking against a reference still misses or invents some errors, so its
 # verdicts rank below a verified arithmetic slip (checks: 0.95) but above "the final
 # answer was right" (checks: 0.7), which says nothing direct about any one step.
@@ -94,18 +93,6 @@ VERDICT_KEYS = ("correct", "is_correct", "verdict", "label", "judgement", "judgm
 STEP_KEYS = ("step", "step_number", "index")
 _FENCE = re.compile(r"```[\w-]*[ \t]*\n?(.*?)```", re.S)
 _THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
-
-
-class JudgeError(InputError):
-    """One chain could not be judged (retries spent, or a refused request); others may still work."""
-
-
-class JudgeConfigError(InputError):
-    """The judge is not configured, or the server refused the key, URL or model."""
-
-
-class ReplyError(ValueError):
-    """The verdict reply does not hold one usable verdict per step."""
 
 
 class _Mismatch(ReplyError):
@@ -186,26 +173,10 @@ def parse_verdicts(text: str, n: int) -> list[bool]:
 
 def verdicts_to_labels(verdicts: list[bool], confidence: float, source: str) -> StepLabels:
     """0 up to the first step judged wrong, 1 there, None after it (ProcessBench convention)."""
-    labels: list[int | None] = []
-    for ok in verdicts:
-        labels.append(None if 1 in labels else 0 if ok else 1)
+    labels = first_error_labels(next((i for i, ok in enumerate(verdicts) if not ok), -1), len(verdicts))
     conf = [0.0 if lab is None else confidence for lab in labels]
     notes = ["judged incorrect" if lab == 1 else "" for lab in labels]
     return StepLabels(labels=labels, confidence=conf, source=source, notes=notes)
-
-
-def _env_number(name: str, default: float) -> float:
-    """A positive number from the environment variable ``name``, else ``default``."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise JudgeConfigError(f"{name} must be a positive number, not {raw!r}.")
-    return value
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -252,9 +223,9 @@ class APIJudgeLabeler(Labeler):
         temperature: float = 0.0,
         max_tokens: int = 4096,
     ) -> None:
-        self.base_url = (base_url or os.environ.get(ENV_BASE_URL) or os.environ.get("OPENAI_BASE_URL") or "").strip()
-        self.model = (model or os.environ.get(ENV_MODEL) or "").strip()
-        self.api_key = api_key or os.environ.get(ENV_API_KEY) or os.environ.get("OPENAI_API_KEY") or ""
+        self.base_url = (base_url or settings.judge_base_url() or "").strip()
+        self.model = (model or settings.judge_model() or "").strip()
+        self.api_key = api_key or settings.judge_api_key()
         missing = [f"the base URL ({ENV_BASE_URL} or OPENAI_BASE_URL)"] if not self.base_url else []
         missing += [f"the model ({ENV_MODEL})"] if not self.model else []
         if missing:
@@ -269,9 +240,9 @@ class APIJudgeLabeler(Labeler):
         path = path if path.endswith("/chat/completions") else path + "/chat/completions"
         self.url = urllib.parse.urlunsplit(parts._replace(path=path))
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_root() / "api_judge"
-        self.timeout = timeout if timeout is not None else _env_number(ENV_TIMEOUT, 120.0)
-        self.attempts = max(1, int(attempts if attempts is not None else _env_number(ENV_ATTEMPTS, 5)))
-        self.backoff_base = backoff_base if backoff_base is not None else _env_number(ENV_BACKOFF, 1.0)
+        self.timeout = timeout if timeout is not None else settings.judge_timeout()
+        self.attempts = max(1, int(attempts)) if attempts is not None else settings.judge_attempts()
+        self.backoff_base = backoff_base if backoff_base is not None else settings.judge_backoff()
         self.backoff_cap = backoff_cap
         self.temperature, self.max_tokens = temperature, max_tokens
         self.source = f"{self.name}:{self.model}"

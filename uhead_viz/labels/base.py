@@ -45,6 +45,20 @@ class StepLabels:
         return len(self.labels)
 
 
+def first_error_labels(first_error: int, n_steps: int) -> list[int | None]:
+    """Per-step labels from the index of the first wrong step (ProcessBench's ``label``; -1: none).
+
+    Steps before it are 0, it is 1, and steps after it are None: once a chain has gone
+    wrong, later steps build on a wrong premise, so "is this step right?" has no clean
+    answer there and they are left out of training and metrics. -1 makes every step 0.
+    """
+    if not -1 <= first_error < n_steps:
+        raise ValueError(f"first wrong step {first_error} is out of range for {n_steps} steps (-1 means none)")
+    if first_error == -1:
+        return [0] * n_steps
+    return [0] * first_error + [1] + [None] * (n_steps - first_error - 1)
+
+
 class Labeler:
     """One labelling method. Subclasses set ``name`` and implement ``label``.
 

@@ -296,9 +296,11 @@ def _clean_answer(text: str) -> str:
     return s.strip().rstrip(".").strip()
 
 
-def answer_number(text: str | None, whole_only: bool = False) -> float | None:
-    """A number from an answer string: the whole string if it is one, else (unless
-    ``whole_only``) what follows its last ``=``, else its last number; commas and ``$`` removed."""
+def answer_value(text: str | None, whole_only: bool = False) -> float | None:
+    """The value of an answer string, evaluated: the whole string if it is a number or an
+    expression (LaTeX fractions included), else (unless ``whole_only``) what follows its last
+    ``=``, else its last number; commas and ``$`` removed. ``llm.last_number`` only takes the
+    last number literal."""
     if text is None:
         return None
     s = _clean_answer(str(text))
@@ -336,10 +338,10 @@ def answer_correct(answer: str | None, reference: str | None) -> bool | None:
         return None
     if answer is None or not str(answer).strip():
         return False
-    g = answer_number(gold, whole_only=True)
+    g = answer_value(gold, whole_only=True)
     if g is None:
         return _norm_text(str(answer)) == _norm_text(gold)
-    a = answer_number(str(answer))
+    a = answer_value(str(answer))
     return a is not None and math.isclose(a, g, rel_tol=REL_TOL, abs_tol=1e-9)
 
 
@@ -348,7 +350,7 @@ def step_result(text: str) -> float | None:
     eqs = find_equations(text)
     if eqs:
         return eqs[-1].written
-    return answer_number(text)
+    return answer_value(text)
 
 
 @register
@@ -372,7 +374,7 @@ class ChecksLabeler(Labeler):
         elif first is not None:
             labels[first], conf[first] = 1, CONF_ARITH_ERROR
         elif correct is False and n:
-            final = answer_number(chain.answer) if chain.answer is not None else None
+            final = answer_value(chain.answer) if chain.answer is not None else None
             last = step_result(bodies[-1])
             if final is not None and last is not None and math.isclose(final, last, rel_tol=REL_TOL, abs_tol=1e-9):
                 labels[-1], conf[-1] = 1, CONF_LAST_STEP_GUESS

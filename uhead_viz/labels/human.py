@@ -47,7 +47,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..jsonl import RowError, read_rows
+from ..errors import RowError
+from ..jsonl import read_rows
+from .base import first_error_labels
 
 logger = logging.getLogger(__name__)
 
@@ -111,9 +113,7 @@ def processbench_rows(path_or_rows: str | Path | Iterable[dict[str, Any]]) -> li
             continue
         assert row is not None
         seen.add(str(row["id"]))
-        k = row["label"]
-        n = len(row["steps"])
-        labels: list[int | None] = [0] * n if k == -1 else [0] * k + [1] + [None] * (n - k - 1)
+        labels = first_error_labels(row["label"], len(row["steps"]))
         extra = {key: v for key, v in row.items() if key not in ("id", "problem", "steps", "label", "labels")}
         out.append({"id": row["id"], "problem": row["problem"], "steps": list(row["steps"]), "labels": labels, **extra})
     logger.info("ProcessBench %s: %d rows imported, %d skipped", name, len(out), skipped)

@@ -32,7 +32,7 @@ import math
 import re
 
 from ..steps import Chain, step_body
-from .base import Labeler, StepLabels, register
+from .base import Labeler, StepLabels, first_error_labels, register
 from .checks import (
     CONF_ARITH_ERROR,
     CONF_LAST_STEP_GUESS,
@@ -110,8 +110,6 @@ class ReferenceLabeler(Labeler):
         n = len(chain.steps)
         bodies = [step_body(s) for s in chain.steps]
         arith = [arithmetic_errors(b) for b in bodies]
-        labels: list[int | None] = [None] * n
-        conf = [0.0] * n
         notes = ["; ".join(f"wrong arithmetic: {e}" for e in errs) for errs in arith]
         vals = reference_numbers(chain.problem, str(reference))
         seen = numbers(chain.problem)
@@ -129,8 +127,7 @@ class ReferenceLabeler(Labeler):
         if first is None:
             first, why = n - 1, "last"
             notes[first] = "the chain ends with a wrong answer; every step matched the reference's numbers"
-        for i in range(first):
-            labels[i], conf[i] = 0, CONF_ON_PATH
-        labels[first] = 1
+        labels = first_error_labels(first, n)
+        conf = [CONF_ON_PATH if y == 0 else 0.0 for y in labels]
         conf[first] = {"arith": CONF_ARITH_ERROR, "off": CONF_OFF_PATH, "last": CONF_LAST_STEP_GUESS}[why]
         return StepLabels(labels=labels, confidence=conf, source=self.name, notes=notes)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import SCORERS, InternalsCache, Scorer, register
+from .base import SCORERS, InternalsCache, Scorer, register, sanitize_score
 
-__all__ = ["SCORERS", "InternalsCache", "Scorer", "available", "get_scorer", "register"]
+__all__ = ["SCORERS", "InternalsCache", "Scorer", "available", "get_scorer", "register", "sanitize_score"]
 
 
 def available() -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections import OrderedDict
 from typing import Any
 
@@ -34,6 +35,17 @@ def chain_key(chain: Chain) -> str:
     h.update(b"|")
     h.update(torch.tensor(chain.ids, dtype=torch.int64).numpy().tobytes())
     return h.hexdigest()
+
+
+def sanitize_score(p: float) -> float:
+    """A step's p_error as every scorer hands it on: clipped to [0, 1], and 1 where it is NaN or infinite.
+
+    Rounding and transforms can step a hair outside [0, 1], and a degenerate step (no
+    tokens to average, a PRM that overflowed) can give NaN. An unknown score counts as
+    "likely wrong" rather than "fine", so such a step is looked at, not passed over.
+    """
+    p = float(p)
+    return min(1.0, max(0.0, p)) if math.isfinite(p) else 1.0
 
 
 class InternalsCache:

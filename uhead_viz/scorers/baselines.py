@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from ..steps import STEP_RE, Chain
-from .base import InternalsCache, Scorer, register
+from .base import InternalsCache, Scorer, register, sanitize_score
 
 
 def body_range(tokenizer: Any, chain: Chain, k: int) -> tuple[int, int]:
@@ -72,7 +72,7 @@ class TokenStatScorer(Scorer):
             for k in range(len(c.spans)):
                 a, b = body_range(self.llm.tokenizer, c, k)
                 v = self.step_value(lp[a:b], ent[a:b])
-                row.append(min(1.0, max(0.0, float(v))) if math.isfinite(v) else 1.0)
+                row.append(sanitize_score(v))
             out.append(row)
         return out
 

@@ -21,16 +21,20 @@ from collections import OrderedDict
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from ..llm import InputError
+from ..errors import InputError
 from ..steps import Chain
-from .base import SCORERS, InternalsCache, Scorer, chain_key, register
+from .base import SCORERS, InternalsCache, Scorer, chain_key, register, sanitize_score
 
 PREFIX = "combined:"
 DEFAULT_VERIFIER = "judge"
 
 
 def combine(p_head: float, p_verifier: float) -> float:
-    """P(wrong) when a step is correct only if both say so (independent votes)."""
+    """P(wrong) when a step is correct only if both say so (independent votes): 1 - (1-a)(1-b).
+
+    The one place this rule is written: the scorer, the app's verifier column and the
+    re-scored stored examples all call it.
+    """
     return 1.0 - (1.0 - float(p_head)) * (1.0 - float(p_verifier))
 
 
@@ -115,7 +119,7 @@ class Combined(Scorer):
         for h, v in zip(heads, verdicts):
             if len(h) != len(v):
                 raise ValueError(f"uhead gave {len(h)} step scores but {self.verifier_name} gave {len(v)}")
-            out.append([min(1.0, max(0.0, combine(a, b))) for a, b in zip(h, v)])
+            out.append([sanitize_score(combine(a, b)) for a, b in zip(h, v)])
         return out
 
 

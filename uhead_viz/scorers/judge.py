@@ -12,7 +12,7 @@ from typing import Any
 
 from ..judge import step_correct_probs
 from ..steps import Chain
-from .base import InternalsCache, Scorer, register
+from .base import InternalsCache, Scorer, register, sanitize_score
 
 
 @register
@@ -31,5 +31,5 @@ class JudgeScorer(Scorer):
         out = []
         for c in chains:
             probs = step_correct_probs(self.llm, c.problem, list(c.steps), reference=None)
-            out.append([min(1.0, max(0.0, 1.0 - p)) for p in probs])
+            out.append([sanitize_score(1.0 - p) for p in probs])
         return out

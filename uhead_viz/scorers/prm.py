@@ -48,7 +48,6 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import math
 import pkgutil
 import re
 from pathlib import Path
@@ -56,9 +55,9 @@ from typing import Any
 
 import torch
 
-from ..llm import InputError
+from ..errors import InputError
 from ..steps import Chain, step_body
-from .base import SCORERS, InternalsCache, Scorer
+from .base import SCORERS, InternalsCache, Scorer, sanitize_score
 
 logger = logging.getLogger(__name__)
 
@@ -298,8 +297,7 @@ class PRM(Scorer):
             for i, (_, pos) in enumerate(batch):
                 row = []
                 for p in pos:
-                    v = 1.0 - float(probs[i, p])
-                    row.append(min(1.0, max(0.0, v)) if math.isfinite(v) else 1.0)
+                    row.append(sanitize_score(1.0 - float(probs[i, p])))
                 out.append(row)
         return out
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..llm import InputError
+from ..errors import InputError
 from .prm import PRM, family, load_checked, one_line
 
 HEAD_KEY = "v_head.summary"
