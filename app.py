@@ -25,7 +25,7 @@ import gradio as gr
 import pandas as pd
 
 from uhead_viz import examples as ex
-from uhead_viz import export, plots, render
+from uhead_viz import export, plots, render, share
 from uhead_viz.engine import MAX_UPLOAD_BYTES, Engine, api_result, request_settings, verifier_names
 from uhead_viz.howto import is_probability
 from uhead_viz.llm import InputError, clean_question, load_llm, model_env_default
@@ -278,12 +278,8 @@ def paste(problem, steps, answer, mode_label):
 
 # ----- files --------------------------------------------------------------------------------------
 def _progress_html(done: int, total: int, n_ok: int, errors: list[str]) -> str:
-    pct = 100 * done / max(total, 1)
-    bar = (
-        f'<div class="uv-hint">Scored {done} of {total} chains ({n_ok} ok, {len(errors)} problems)</div>'
-        f'<div style="height:8px;border-radius:4px;background:var(--background-fill-secondary);overflow:hidden">'
-        f'<div style="height:8px;width:{pct:.1f}%;background:#2c7bb6"></div></div>'
-    )
+    # the bar itself is Gradio's (gr.Progress in score_upload); this is the count and the problems
+    bar = f'<div class="uv-hint">Scored {done} of {total} chains ({n_ok} ok, {len(errors)} problems)</div>'
     if errors:
         items = "".join(f"<li>{render.esc(e)}</li>" for e in errors[:20])
         more = f"<li>… and {len(errors) - 20} more</li>" if len(errors) > 20 else ""
@@ -357,7 +353,7 @@ def _write_downloads(rows: list[dict[str, Any]], df: pd.DataFrame, report: dict 
 
 
 @gpu
-def score_upload(file) -> Iterator[tuple]:
+def score_upload(file, progress=gr.Progress()) -> Iterator[tuple]:  # noqa: B008 (Gradio reads the default)
     skip = gr.skip()
     if file is None:
         yield render.notice_html("Choose a JSON or JSONL file of chains first.", "warn"), skip, skip, skip, ""
@@ -369,6 +365,7 @@ def score_upload(file) -> Iterator[tuple]:
         errors: list[str] = []
         last = -1
         for done, total, rows, errors in eng.score_file(path):
+            progress((done, total), desc="Scoring chains", unit="chains")
             if done == total or done - last >= max(1, total // 50):
                 last = done
                 df = steps_table(rows)
@@ -551,6 +548,7 @@ def build(holder: EngineHolder | None = None) -> gr.Blocks:
                         detail = gr.HTML(render.step_detail_html(None, None), elem_id="detail")
                         info = gr.HTML("", elem_id="ask-info")
                         export.add_download_buttons(ask_state, mode, _mode, "ask")
+                        link = share.link_box()
             with gr.Tab("Why", id="why", elem_id="tab-why"):
                 gr.Markdown("What is behind the selected step's score. Click a step in any chain to select it.")
                 step_dd = gr.Dropdown(choices=[], label="Step", elem_id="why-step")
@@ -645,6 +643,8 @@ def build(holder: EngineHolder | None = None) -> gr.Blocks:
             lambda: (HOLDER.status_html(), gr.Timer(1.0 if not HOLDER.ready.is_set() else 30.0)), None, [status, timer],
             api_visibility="private", show_progress="hidden",
         )
+        share.wire(demo, question=question, notice=info, link=link, state=ask_state, open_chain=show_example,
+                   open_inputs=[question, mode], open_outputs=ask_outs, **model_work)
         gr.api(analyze_api, api_name="analyze", **model_work)
     return demo
 
