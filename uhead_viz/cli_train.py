@@ -1,4 +1,5 @@
-"""The training recipe's commands: ``label``, ``features`` and ``train``.
+"""The training recipe's commands: ``label``, ``features`` and ``train``, and the labelled sets
+``prm800k-chains`` (human step ratings) and ``synthetic-errors`` (exact calculation errors).
 
 ``make train`` chains them (after ``generate``); each one skips the work already done, so
 the recipe resumes wherever it was stopped:
