@@ -363,13 +363,11 @@ def score_upload(file, progress=gr.Progress()) -> Iterator[tuple]:  # noqa: B008
         eng = HOLDER.get()
         rows: list[dict[str, Any]] = []
         errors: list[str] = []
-        last = -1
-        for done, total, rows, errors in eng.score_file(path):
+        total = 0
+        # Gradio's progress bar shows while nothing is yielded; the table comes once, complete
+        for update in eng.score_file(path):
+            done, total, rows, errors = update
             progress((done, total), desc="Scoring chains", unit="chains")
-            if done == total or done - last >= max(1, total // 50):
-                last = done
-                df = steps_table(rows)
-                yield _progress_html(done, total, len(rows), errors), df, rows, skip, ""
         if not rows:
             msg = "None of the rows could be scored. " + (errors[0] if errors else "")
             yield render.notice_html(msg, "error") + _progress_html(total, total, 0, errors), skip, rows, None, ""
@@ -634,7 +632,7 @@ def build(holder: EngineHolder | None = None) -> gr.Blocks:
             api_visibility="private", **model_work,
         )
         score_btn.click(score_upload, [upload], [file_msg, table, file_rows, downloads, report],
-                        api_visibility="private", **model_work)
+                        api_visibility="private", show_progress_on=[table], **model_work)
         table.select(open_row, [file_rows, mode], [file_chain, file_detail, file_state, current, sel],
                      api_visibility="private", **model_work)
         p_btn.click(paste, [p_problem, p_steps, p_answer, mode], [p_chain, p_detail, paste_state, current, sel],
