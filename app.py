@@ -641,8 +641,9 @@ def build(holder: EngineHolder | None = None) -> gr.Blocks:
             lambda: (HOLDER.status_html(), gr.Timer(1.0 if not HOLDER.ready.is_set() else 30.0)), None, [status, timer],
             api_visibility="private", show_progress="hidden",
         )
-        share.wire(demo, question=question, notice=info, link=link, state=ask_state, open_chain=show_example,
-                   open_inputs=[question, mode], open_outputs=ask_outs, **model_work)
+        linked = share.wire(demo, question=question, notice=info, link=link, state=ask_state, open_chain=show_example,
+                            open_inputs=[question, mode], open_outputs=ask_outs, **model_work)
+        stop.click(None, cancels=[linked])
         gr.api(analyze_api, api_name="analyze", **model_work)
     return demo
 
