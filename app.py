@@ -410,13 +410,11 @@ def score_upload(file, request: gr.Request = None, progress=gr.Progress()) -> It
         eng = HOLDER.get()
         rows: list[dict[str, Any]] = []
         errors: list[str] = []
-        last = -1
-        for done, total, rows, errors in model_score_file(path):
+        total = 0
+        # Gradio's progress bar shows while nothing is yielded; the table comes once, complete
+        for update in model_score_file(path):
+            done, total, rows, errors = update
             progress((done, total), desc="Scoring chains", unit="chains")
-            if done == total or done - last >= max(1, total // 50):
-                last = done
-                df = steps_table(rows)
-                yield _progress_html(done, total, len(rows), errors), df, rows, skip, ""
         if not rows:
             msg = "None of the rows could be scored. " + (errors[0] if errors else "")
             yield render.notice_html(msg, "error") + _progress_html(total, total, 0, errors), skip, rows, None, ""
@@ -690,7 +688,7 @@ def build(holder: EngineHolder | None = None) -> gr.Blocks:
             api_visibility="private", **model_work,
         )
         score_btn.click(score_upload, [upload], [file_msg, table, file_rows, downloads, report],
-                        api_visibility="private", **file_work)
+                        api_visibility="private", show_progress_on=[table], **file_work)
         table.select(open_row, [file_rows, mode], [file_chain, file_detail, file_state, current, sel],
                      api_visibility="private", **model_work)
         p_btn.click(paste, [p_problem, p_steps, p_answer, mode], [p_chain, p_detail, paste_state, current, sel],
@@ -699,8 +697,9 @@ def build(holder: EngineHolder | None = None) -> gr.Blocks:
             lambda: (HOLDER.status_html(), gr.Timer(1.0 if not HOLDER.ready.is_set() else 30.0)), None, [status, timer],
             api_visibility="private", show_progress="hidden",
         )
-        share.wire(demo, question=question, notice=info, link=link, state=ask_state, open_chain=show_example,
-                   open_inputs=[question, mode], open_outputs=ask_outs, **model_work)
+        linked = share.wire(demo, question=question, notice=info, link=link, state=ask_state, open_chain=show_example,
+                            open_inputs=[question, mode], open_outputs=ask_outs, **model_work)
+        stop.click(None, cancels=[linked])
         gr.api(analyze_api, api_name="analyze", **model_work)
         demo.unload(end_session)
     return demo

@@ -72,12 +72,12 @@ def wire(
     open_inputs: Sequence[Any],
     open_outputs: Sequence[Any],
     **event_kw: Any,
-) -> None:
+) -> Any:
     """Open the chain a link asks for when the page loads, and keep ``link`` pointing at ``state``'s chain.
 
     ``open_chain(*open_inputs)`` is the handler that shows a question's chain (a stored
     example at once, else generated); it runs only when the page's address asked for one,
-    so an ordinary page load queues no model work.
+    so an ordinary page load queues no model work. Returns that event, for a Stop button to cancel.
     """
     base = gr.Textbox(visible=False)
     how = gr.State("")
@@ -91,9 +91,10 @@ def wire(
 
     demo.load(on_load, [base], [question, how, notice, base], js=BASE_JS, api_visibility="private",
               show_progress="hidden")
-    how.change(open_chain, list(open_inputs), list(open_outputs), api_visibility="private", **event_kw)
+    opened = how.change(open_chain, list(open_inputs), list(open_outputs), api_visibility="private", **event_kw)
     for trig in (state.change, base.change):
         trig(link_for, [state, base], [link], api_visibility="private", show_progress="hidden")
+    return opened
 
 
 def link_box() -> gr.Textbox:
