@@ -148,8 +148,8 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 
 def _store(args: argparse.Namespace, llm: Any):
-    from .capture import CaptureSpec
     from .featstore import FeatureStore
+    from .internals import CaptureSpec
     from .uhead import base_info
 
     spec = CaptureSpec(window=args.window, top_k=args.top_k)

@@ -651,8 +651,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     extra = {"model": llm.name, "head": head_from, "unavailable": unavailable}
     store = None
     if args.store:
-        from .capture import CaptureSpec
         from .featstore import FeatureStore
+        from .internals import CaptureSpec
         from .uhead import base_info
 
         spec = head.spec if head is not None else CaptureSpec()
