@@ -13,7 +13,7 @@ DATA ?= ../shared/data
 CHAIN_SHARD_SIZE ?= 200
 CHAIN_SHARDS ?= 0 1 2 3 4 5 6 7
 
-.PHONY: run test unit setup examples models models-all bench accuracy chains chains-other labels features train lint clean-cache
+.PHONY: run test unit setup examples models models-all bench accuracy chains chains-other labels features train lint clean-cache ray
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PY) not found). Set PY=/path/to/python3.11"; exit 1; }
@@ -72,7 +72,7 @@ chains: setup
 # Text the default model did not write, read by it teacher-forced, on GSM8K *train* questions
 # the self-chains do not use: Qwen2.5-Coder-0.5B's chains (questions 1600-2399, often wrong)
 # and the reference solutions (2400-3199, right). Without them the head calls most steps of
-# other authors' text wrong (see the README's Figures).
+# other authors' text wrong (see docs/experiments.md).
 OTHER := data/chains/gsm8k_train_other
 chains-other: setup $(EXTRA_STAMP)
 	$(BIN)/python -m uhead_viz generate --model qwen-coder-0.5b --input $(DATA)/gsm8k/train.jsonl \
@@ -98,6 +98,10 @@ features: labels
 train: chains chains-other features
 	$(BIN)/python -m uhead_viz train --data 'data/labels/gsm8k_train/shard-*.jsonl' \
 	  'data/labels/gsm8k_train_other/*.jsonl' --out $(HEAD_OUT)
+
+# optional: Ray, for score/evaluate/features --ray (docs/scaling.md)
+ray: setup
+	$(BIN)/pip install -q -r requirements-ray.txt "$$(grep '^torch==' requirements.txt)"  # torch keeps its pin
 
 lint: setup
 	$(BIN)/ruff check .

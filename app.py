@@ -17,32 +17,32 @@ import csv
 import json
 import logging
 import os
-import tempfile
 import threading
-import uuid
 from collections.abc import Iterator
 from contextlib import closing
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import pandas as pd
 
+from uhead_viz import allowlist, export, plots, render, settings
 from uhead_viz import examples as ex
-from uhead_viz import export, plots, render, settings
+from uhead_viz.downloads import SessionDownloads
 from uhead_viz.engine import MAX_UPLOAD_BYTES, Engine, api_result, request_settings, verifier_names
 from uhead_viz.errors import InputError, PackError
 from uhead_viz.howto import is_probability
 from uhead_viz.llm import clean_question, load_llm, model_env_default
 from uhead_viz.methods import method_label
+from uhead_viz.public import scrub, shown_path
 
 logger = logging.getLogger("uhead_viz.app")
 
 MODES = {"Step score": "step", "Token probability": "prob", "Token attention": "attn"}
 NO_VERIFIER = "None"
 JUDGE = "LLM judge (same model)"
-PRM = "PRM (hub id or folder)"
+PRM = "PRM (hub id from this server's list)"
 OOPS = "Something went wrong ({}). The error was logged; please try again."
+DOWNLOADS = SessionDownloads()
 
 
 class EngineHolder:
@@ -53,12 +53,16 @@ class EngineHolder:
         self.engine = engine
         self.error: str | None = None
         self.ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
         if engine is not None:
             self.ready.set()
 
     def start(self) -> None:
-        if not self.ready.is_set():
-            threading.Thread(target=self._load, daemon=True, name="uhead-load").start()
+        with self._start_lock:
+            if not self.ready.is_set() and self._thread is None:
+                self._thread = threading.Thread(target=self._load, daemon=True, name="uhead-load")
+                self._thread.start()
 
     def load(self, warm: bool = True) -> None:
         """Load now, in this thread (ZeroGPU places the model when the app is imported)."""
@@ -80,19 +84,27 @@ class EngineHolder:
             self.error = f"{e.__class__.__name__}: {e}"
             logger.exception("Model failed to load")
         finally:
+            if self.engine is None and not self.error:  # e.g. SystemExit or MemoryError in the loader
+                self.error = "the model loader stopped without a result"
             self.ready.set()
 
     def get(self) -> Engine:
-        self.ready.wait()
+        """The engine, once loaded; InputError at once if loading failed or the loader died."""
+        self.start()  # a request before main() started the loader starts it
+        while not self.ready.wait(0.5):
+            th = self._thread
+            if th is not None and not th.is_alive() and not self.ready.is_set():
+                self.error = self.error or "the model loader stopped without a result"
+                self.ready.set()
         if self.engine is None:
-            raise InputError(f"The model is not available: {self.error}")
+            raise InputError(f"The model is not available: {scrub(self.error or 'unknown error')}")
         return self.engine
 
     def status_html(self) -> str:
         if not self.ready.is_set():
             return render.status_html(None, loading=self.name)
         if self.engine is None:
-            return render.status_html(None, error=self.error)
+            return render.status_html(None, error=scrub(self.error or ""))
         self.engine.refresh_head()
         return render.status_html(self.engine.status())
 
@@ -144,17 +156,14 @@ def _mode(label: str | None) -> str:
 def _verifier_name(choice: str | None, prm_id: str | None) -> str | None:
     if choice == JUDGE:
         return "judge"
-    if choice == PRM:
-        prm_id = (prm_id or "").strip()
-        if not prm_id:
-            raise InputError("Give the PRM's hub id (e.g. Qwen/Qwen2.5-Math-PRM-7B) or a local folder.")
-        return f"prm:{prm_id}"
+    if choice == PRM:  # only ids on the server's list; checked before anything is looked up
+        return "prm:" + allowlist.web_prm(prm_id or "")
     return None
 
 
 def _err(e: BaseException) -> str:
     if isinstance(e, InputError):
-        return render.notice_html(str(e), "error")
+        return render.notice_html(scrub(str(e)), "error")
     logger.exception("request failed", exc_info=e)
     return render.notice_html(OOPS.format(e.__class__.__name__), "error")
 
@@ -360,7 +369,7 @@ def evaluation_report(rows: list[dict[str, Any]], eng: Engine) -> dict[str, Any]
         "n_steps": sum(1 for ls in labels for y in ls if y is not None),
         "n_wrong": sum(1 for ls in labels for y in ls if y == 1),
         "model": eng.llm.name,
-        "head": eng.hs.path,
+        "head": shown_path(eng.hs.path),
         "methods": {},
     }
     for m in methods:
@@ -374,9 +383,16 @@ def evaluation_report(rows: list[dict[str, Any]], eng: Engine) -> dict[str, Any]
     return out
 
 
-def _write_downloads(rows: list[dict[str, Any]], df: pd.DataFrame, report: dict | None) -> list[str]:
-    d = Path(tempfile.gettempdir()) / "uhead_viz_downloads" / uuid.uuid4().hex[:12]
-    d.mkdir(parents=True, exist_ok=True)
+def end_session(request: gr.Request = None) -> None:
+    """The visitor closed the page: remove the session's exports."""
+    DOWNLOADS.end(getattr(request, "session_hash", None))
+
+
+def _write_downloads(
+    rows: list[dict[str, Any]], df: pd.DataFrame, report: dict | None, session: str | None = None
+) -> list[str]:
+    """The exports, in the session's own temporary folder (replacing its previous ones)."""
+    d = DOWNLOADS.fresh(session)
     paths = [d / "step_scores.csv", d / "scored_chains.jsonl"]
     df.to_csv(paths[0], index=False, quoting=csv.QUOTE_NONNUMERIC)
     with open(paths[1], "w", encoding="utf-8") as f:
@@ -388,7 +404,7 @@ def _write_downloads(rows: list[dict[str, Any]], df: pd.DataFrame, report: dict 
     return [str(p) for p in paths]
 
 
-def score_upload(file) -> Iterator[tuple]:
+def score_upload(file, request: gr.Request = None) -> Iterator[tuple]:
     skip = gr.skip()
     if file is None:
         yield render.notice_html("Choose a JSON or JSONL file of chains first.", "warn"), skip, skip, skip, ""
@@ -410,7 +426,7 @@ def score_upload(file) -> Iterator[tuple]:
             return
         df = steps_table(rows)
         report = evaluation_report(rows, eng)
-        files = _write_downloads(rows, df, report)
+        files = _write_downloads(rows, df, report, getattr(request, "session_hash", None))
         done_msg = render.notice_html(
             f"Scored {len(rows)} chains ({len(df)} steps). Click a row to open its chain below.", "ok"
         )
@@ -445,13 +461,13 @@ def _analyses(question: Any, max_new_tokens: Any, temperature: Any, verifier: An
     the model at once), but cannot stop a plain function that is running.
     """
     try:
+        vname = allowlist.web_verifier(verifier)  # before anything is read or loaded
         q = clean_question(question if question is not None else "")
         tokens, temp, _ = request_settings(max_new_tokens, temperature)  # refuses what is not a number
         HOLDER.get()
         default = tokens == ex.DEFAULT_SETTINGS["max_new_tokens"] and temp == 0.0
-        a = model_example(q)[0] if default and not verifier else None
+        a = model_example(q)[0] if default and not vname else None
         if a is None:
-            vname = str(verifier or "").strip() or None
             # closed explicitly, so a cancel (GeneratorExit at a yield) stops generation at once
             with closing(model_stream(q, max_new_tokens, temperature, vname)) as st:
                 for ev in st:
@@ -464,7 +480,7 @@ def _analyses(question: Any, max_new_tokens: Any, temperature: Any, verifier: An
         assert a is not None
         yield api_result(a)
     except InputError as e:
-        yield {"error": str(e), "steps": []}
+        yield {"error": scrub(str(e)), "steps": []}
     except Exception as e:
         logger.exception("analyze failed")
         yield {"error": OOPS.format(e.__class__.__name__), "steps": []}
@@ -486,7 +502,8 @@ def analyze(question: str, max_new_tokens: int = 320, temperature: float = 0.0, 
     Returns JSON: ``steps``, each with its ``text`` and ``scores`` (method -> probability the
     step is wrong), plus the model, the head, the method that colours the page (``primary``),
     the answer, and ``notes`` (e.g. a setting moved into range). ``verifier``: "" (none),
-    "judge", or "prm:<hub id>". Errors come back as ``{"error": message, "steps": []}``.
+    "judge", or "prm:<hub id>" with an id on the server's list (``UHEAD_VIZ_PRM_ALLOW`` or
+    ``prm_allowlist.txt``). Errors come back as ``{"error": message, "steps": []}``.
     """
     *_, final = _analyses(question, max_new_tokens, temperature, verifier)
     return final
@@ -500,7 +517,8 @@ def analyze_api(
     Returns JSON: ``steps``, each with its ``text`` and ``scores`` (method -> probability the
     step is wrong), plus the model, the head, the method that colours the page (``primary``),
     the answer, and ``notes`` (e.g. a setting moved into range). ``verifier``: "" (none),
-    "judge", or "prm:<hub id>". Errors come back as ``{"error": message, "steps": []}``.
+    "judge", or "prm:<hub id>" with an id on the server's list (``UHEAD_VIZ_PRM_ALLOW`` or
+    ``prm_allowlist.txt``). Errors come back as ``{"error": message, "steps": []}``.
     While the chain is written, updates marked ``"partial": true`` stream first; a client's
     ``predict()`` returns the final result, and ``job.cancel()`` stops the work.
     """
@@ -521,7 +539,8 @@ for step in result["steps"]:
 ```
 `analyze(question, max_new_tokens=320, temperature=0.0, verifier="")` returns the steps, each with its
 text and its score by every method (probability that the step is wrong). `verifier` may be `"judge"`
-or `"prm:<hub id>"`; the verifier and the combined score `1 - (1 - head)(1 - verifier)` are then added.
+or `"prm:<hub id>"` with an id this server offers (the PRM box lists them); the verifier and the combined
+score `1 - (1 - head)(1 - verifier)` are then added.
 While the chain is written, updates marked `"partial": true` stream (`Client.submit`); `predict` returns the
 final result, and `job.cancel()` stops the work at once.
 """
@@ -533,10 +552,14 @@ def build(holder: EngineHolder | None = None) -> gr.Blocks:
         HOLDER = holder
     verifiers = [NO_VERIFIER] + ([JUDGE] if "judge" in verifier_names() else []) + [PRM]
     model_work = {"concurrency_id": "model", "concurrency_limit": 1}
+    # A file job has its own slot: it takes the model per chain, in the engine lock's background
+    # class, so a question asked meanwhile starts at once and goes before the next chain.
+    file_work = {"concurrency_id": "file", "concurrency_limit": 1}
     # Offline unless asked: Gradio's usage analytics and version check (and the Hugging Face
     # telemetry they send) contact api.gradio.app and huggingface.co when the app starts.
     analytics = os.environ.get("GRADIO_ANALYTICS_ENABLED", "").strip() == "True"
-    with gr.Blocks(title="uhead-viz", analytics_enabled=analytics) as demo:
+    # Gradio's copies of served files (the exports) go after an hour; ours go with the session.
+    with gr.Blocks(title="uhead-viz", analytics_enabled=analytics, delete_cache=(1800, 3600)) as demo:
         gr.HTML(INTRO)
         status = gr.HTML(HOLDER.status_html(), elem_id="uv-status")
         timer = gr.Timer(1.0)
@@ -572,8 +595,11 @@ def build(holder: EngineHolder | None = None) -> gr.Blocks:
                                 "Compare tab."
                             )
                             verifier = gr.Dropdown(verifiers, value=NO_VERIFIER, label="Verifier", elem_id="verifier")
+                            offered = allowlist.allowed_prms()
                             prm_id = gr.Textbox(
-                                label="PRM hub id or local folder", placeholder="Qwen/Qwen2.5-Math-PRM-7B"
+                                label="PRM hub id",
+                                placeholder=offered[0] if offered else "none offered on this server",
+                                info="This server offers: " + (", ".join(offered) or "none"),
                             )
                             auto_verify = gr.Checkbox(False, label="Run the verifier after each chain")
                     with gr.Column(scale=7, min_width=420):
@@ -666,7 +692,7 @@ def build(holder: EngineHolder | None = None) -> gr.Blocks:
             api_visibility="private", **model_work,
         )
         score_btn.click(score_upload, [upload], [file_msg, table, file_rows, downloads, report],
-                        api_visibility="private", **model_work)
+                        api_visibility="private", **file_work)
         table.select(open_row, [file_rows, mode], [file_chain, file_detail, file_state, current, sel],
                      api_visibility="private", **model_work)
         p_btn.click(paste, [p_problem, p_steps, p_answer, mode], [p_chain, p_detail, paste_state, current, sel],
@@ -676,6 +702,7 @@ def build(holder: EngineHolder | None = None) -> gr.Blocks:
             api_visibility="private", show_progress="hidden",
         )
         gr.api(analyze_api, api_name="analyze", **model_work)
+        demo.unload(end_session)
     return demo
 
 

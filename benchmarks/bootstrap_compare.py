@@ -1,17 +1,18 @@
-"""Is one scorer's step PR-AUC really above another's? A bootstrap over problems.
+"""Is one method's step PR-AUC (or pairwise accuracy) really above another's? A paired bootstrap over problems.
 
-Held-out sets here are small (set (b) has 114 wrong steps in 25 problems), so a PR-AUC gap
-of a few hundredths can be noise. This resamples whole problems with replacement (the
-steps of one problem are not independent) and reports, per scorer, PR-AUC with a 95 %
-interval, and for each scorer against the first one the interval of the difference and
-how often it came out ahead.
+Held-out sets here are small, so a gap of a few hundredths can be noise. Whole problems are
+resampled with replacement, every method on the same resamples (``uhead_viz/compare.py``):
+per method PR-AUC and, where the rows hold rated alternatives to the same step, pairwise
+accuracy, each with a 95 % interval, and for each method against the first one the
+difference's interval and how often it came out ahead.
 
-Scores are read from ``evaluate``'s score caches (``<report>.scores.jsonl``). A scorer is
-named ``LABEL=CACHE:METHOD`` or ``LABEL=CACHE:METHOD@BY`` where BY picks one producer (a
-head's ``by`` field, e.g. its fingerprint suffix) when a cache holds several:
+A method is read from ``evaluate``'s score cache (``<report>.scores.jsonl``) as
+``LABEL=CACHE:METHOD`` or ``LABEL=CACHE:METHOD@BY`` (BY picks one producer, e.g. a head's
+fingerprint suffix, when a cache holds several), or named bare as one of the trivial
+baselines (``step_index``, ``chars_so_far``, ``is_last_step``), computed from the rows:
 
-    python benchmarks/bootstrap_compare.py --data data/eval/prm800k_p1t_sample.jsonl \\
-        uhead=runs/b.scores.jsonl:uhead minprob=runs/b.scores.jsonl:minprob
+    python benchmarks/bootstrap_compare.py --data data/eval/prm800k_p1t_fresh20.jsonl \\
+        uhead=runs/b.scores.jsonl:uhead seqprob=runs/b.scores.jsonl:seqprob step_index chars_so_far
 """
 
 from __future__ import annotations
@@ -19,15 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import random
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from uhead_viz import metrics  # noqa: E402
 from uhead_viz.jsonl import read_rows  # noqa: E402
 
 logger = logging.getLogger("bootstrap_compare")
@@ -53,9 +50,14 @@ def load_scores(spec: str) -> tuple[str, dict[str, list[float]]]:
 
 
 def main() -> int:
+    from uhead_viz.compare import paired_bootstrap
+    from uhead_viz.selection import TRIVIAL, trivial_scores
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="labelled JSONL the scores belong to (id, problem, labels)")
-    ap.add_argument("scorers", nargs="+", help="LABEL=CACHE:METHOD[@BY]; the first is the reference")
+    ap.add_argument(
+        "scorers", nargs="+", help="LABEL=CACHE:METHOD[@BY] or a trivial baseline; the first is the reference"
+    )
     ap.add_argument("--rounds", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="also write the result as JSON here")
@@ -63,56 +65,49 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     rows = [r for _, r, err in read_rows(args.data) if r is not None and not err]
-    scored = [load_scores(s) for s in args.scorers]
-    rows = [r for r in rows if all(str(r["id"]) in sc for _, sc in scored)]
+    cached = {}
+    for spec in args.scorers:
+        if "=" in spec:
+            label, sc = load_scores(spec)
+            cached[label] = sc
+        elif spec not in TRIVIAL:
+            raise SystemExit(f"Bad scorer {spec!r}: use LABEL=CACHE:METHOD[@BY] or one of {', '.join(TRIVIAL)}")
+    rows = [r for r in rows if all(str(r["id"]) in sc for sc in cached.values())]
+    if not rows:
+        raise SystemExit("No row of --data is scored by every cache")
     for r in rows:  # evaluate scores the steps up to the last labelled one
-        r["labels"] = r["labels"][: len(scored[0][1][str(r["id"])])]
-    by_problem: dict[str, list[dict]] = {}
-    for r in rows:
-        by_problem.setdefault(str(r.get("problem")), []).append(r)
-    problems = list(by_problem)
-    logger.info(
-        "%d chains of %d problems scored by all of: %s", len(rows), len(problems), ", ".join(x for x, _ in scored)
-    )
-
-    def pr(sample: list[str]) -> list[float]:
-        rs = [r for p in sample for r in by_problem[p]]
-        labels = [r["labels"] for r in rs]
-        return [metrics.pr_auc(labels, [sc[str(r["id"])] for r in rs]) for _, sc in scored]
-
-    point = pr(problems)
-    rng = random.Random(args.seed)
-    draws = [
-        pr([rng.choice(problems) for _ in problems]) for _ in tqdm(range(args.rounds), desc="bootstrap", unit="round")
-    ]
-
-    def ci(xs: list[float]) -> tuple[float, float]:
-        xs = sorted(xs)
-        return xs[int(0.025 * len(xs))], xs[int(0.975 * len(xs)) - 1]
-
-    result = {"n_chains": len(rows), "n_problems": len(problems), "rounds": args.rounds, "scorers": {}}
-    ref = scored[0][0]
-    for j, (name, _) in enumerate(scored):
-        entry = {"pr_auc": point[j], "ci95": ci([d[j] for d in draws])}
-        if j:
-            diffs = [d[j] - d[0] for d in draws]
-            entry[f"minus_{ref}"] = {
-                "point": point[j] - point[0],
-                "ci95": ci(diffs),
-                "share_ahead": sum(x > 0 for x in diffs) / len(diffs),
-            }
-        result["scorers"][name] = entry
+        n = max((i for i, x in enumerate(r["labels"]) if x is not None), default=-1) + 1
+        if n < len(r["steps"]):
+            r["answer"] = None  # cut before its end, the chain has no last step (as in evaluate)
+        r["labels"], r["steps"] = r["labels"][:n], r["steps"][:n]
+    scores = {}
+    for spec in args.scorers:
+        if "=" in spec:
+            label = spec.partition("=")[0]
+            scores[label] = [cached[label][str(r["id"])][: len(r["labels"])] for r in rows]
+        else:
+            scores[spec] = trivial_scores(rows, spec)
+    result = paired_bootstrap(rows, scores, args.rounds, args.seed)
+    logger.info("%d chains of %d problems (%d alternative pairs); %d resamples", result["n_chains"],
+                result["n_problems"], result["n_pairs"], args.rounds)
+    ref = result["reference"]
     lines = [
-        f"| scorer | PR-AUC | 95 % interval | minus {ref} | 95 % interval | ahead of {ref} |",
-        "|---|---|---|---|---|---|",
+        f"| method | PR-AUC [95 %] | minus {ref} [95 %] | ahead | pairwise [95 %] | minus {ref} [95 %] | ahead |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for name, e in result["scorers"].items():
-        d = e.get(f"minus_{ref}")
-        extra = (
-            f"{d['point']:+.3f} | [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {d['share_ahead']:.0%}" if d else "| |"
-        )
-        lines.append(f"| {name} | {e['pr_auc']:.3f} | [{e['ci95'][0]:.3f}, {e['ci95'][1]:.3f}] | {extra} |")
-    logger.info("%s", "\n".join(lines))
+
+    def cell(e: dict, key: str) -> str:
+        if key not in e:
+            return "n/a | | "
+        d = e.get(f"{key}_minus_{ref}")
+        head = f"{e[key]:.3f} [{e[key + '_ci95'][0]:.3f}, {e[key + '_ci95'][1]:.3f}]"
+        if not d:
+            return head + " | | "
+        return f"{head} | {d['point']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {d['share_ahead']:.0%}"
+
+    for name, e in result["methods"].items():
+        lines.append(f"| {name} | {cell(e, 'pr_auc')} | {cell(e, 'pairwise')} |")
+    sys.stdout.write("\n".join(lines) + "\n")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0

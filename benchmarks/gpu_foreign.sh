@@ -13,8 +13,9 @@
 #
 # The script captures features of every chain in four parallel jobs (one store each,
 # merged with FeatureStore.absorb), trains one head per VARIANT and seed, and scores them
-# all on the union of their held-out questions (benchmarks/val_compare.py): the selection
-# rule is the pooled figure there. A VARIANT is MIX:ATTN:CONTEXT, MIX one of
+# all per source on their held-out questions, plus any VAL_SETS ("NAME=PATH ...", chain
+# JSONL whose features are in the store), by benchmarks/val_compare.py's rule: pairwise
+# accuracy and PR-AUC per set, never pooled. A VARIANT is MIX:ATTN:CONTEXT, MIX one of
 #   self        the model's own chains only
 #   self_small  + the 0.5B model's chains
 #   all         + the 0.5B model's chains + the reference solutions
@@ -157,8 +158,10 @@ for seed in $SEEDS; do
 done
 wait ${train_jobs[@]}
 log "heads trained"
-$PY benchmarks/val_compare.py --store "$STORE" --data "$SELF_ALL" "$SMALL_L" "$GOLD_L" \
-  --heads "${heads[@]}" --out "$OUT/val_compare.json"
+val_sets=()
+for v in ${VAL_SETS:-}; do val_sets+=(--set "$v"); done
+$PY benchmarks/val_compare.py --store "$STORE" --set "self=$SELF_ALL" --set "small=$SMALL_L" --set "gold=$GOLD_L" \
+  ${val_sets[@]+"${val_sets[@]}"} --held-out self small gold --heads "${heads[@]}" --out "$OUT/val_compare.json"
 if [ -n "$EVAL" ]; then
   wait "${eval_jobs[@]}"
   log "held-out features captured"

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from uhead_viz.jsonl import read_rows  # noqa: E402
 from uhead_viz.labels.human import prm800k_rows  # noqa: E402
+from uhead_viz.labels.ratings import add_ratings, rating_table  # noqa: E402
 
 logger = logging.getLogger("prm800k_sample")
 
@@ -66,6 +67,8 @@ def main() -> None:
         # leave them unlabelled here so every rated step counts once in the metrics
         branches = [{**r, "labels": [None] * (len(r["steps"]) - 1) + r["labels"][-1:]} for r in branches]
         out += main_rows + branches
+    table = rating_table(args.data)  # raw -1/0/+1 per labelled step, for the pairwise metric
+    out = [add_ratings(r, table) for r in out]
     n_steps = sum(len(r["steps"]) for r in out)
     n_wrong = sum(x == 1 for r in out for x in r["labels"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

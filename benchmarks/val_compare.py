@@ -1,15 +1,20 @@
-"""Compare heads on one common validation set: the held-out questions of every chain source.
+"""Choose between heads on named validation sets: pairwise accuracy and PR-AUC per set, never pooled.
 
-Each ``train`` run validates on the held-out questions of its own training files, so heads
-trained on different mixes of sources (the model's own chains, another model's chains,
-reference solutions) report validation figures on different sets. This script scores
-every head on the union: the rows of all ``--data`` files whose question falls in the
-validation split (``train.is_val``, the same stable hash every run uses), and prints
-PR-AUC / ROC-AUC per source (a row's ``model`` field) and pooled, as JSON.
+Each ``--set NAME=PATH`` is a labelled JSONL file (or several, comma-separated, globs
+allowed) in the project's chain format, e.g. held-out PRM800K-train problems (rated
+alternatives to the same step, with ``ratings``) or chains with synthetic errors next to
+their originals. ``--held-out`` keeps, in the sets it names (all when it names none), only
+the rows whose problem falls in ``train``'s validation split (``train.is_val``), so a set made
+from training files holds no question a head was trained on.
 
-    python benchmarks/val_compare.py --data 'labels/*.jsonl' --heads runs/a runs/b [--store DIR]
+Every head is scored from stored features (``--store``: one or more feature stores; a row's
+features are found by its id), and so are the trivial baselines, from the rows' text. The
+selection rule is in ``uhead_viz/selection.py``: the best mean rank over every (set,
+pairwise accuracy) and (set, PR-AUC), never the pooled figure of all sets, which rewards
+telling the sources apart. Test sets are never read here.
 
-Model selection uses the pooled figure; the held-out test sets are never consulted here.
+    python benchmarks/val_compare.py --set prm_val=data/val/prm800k_p1tr_val.jsonl \\
+        --set synth=data/val/synthetic.jsonl --heads runs/a runs/b --store runs/store [--held-out] [--out r.json]
 """
 
 from __future__ import annotations
@@ -22,66 +27,133 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from uhead_viz import metrics  # noqa: E402
-from uhead_viz.capture import CaptureSpec  # noqa: E402
-from uhead_viz.cli_train import _files, _rows  # noqa: E402
-from uhead_viz.featstore import FeatureStore  # noqa: E402
-from uhead_viz.train import is_val, load_examples, predict  # noqa: E402
-from uhead_viz.uhead import load_head, read_config  # noqa: E402
+from uhead_viz import selection  # noqa: E402
 
 logger = logging.getLogger("val_compare")
 
 
+def _stores(folders: list[str]) -> list:
+    from uhead_viz.capture import CaptureSpec
+    from uhead_viz.featstore import FeatureStore
+
+    out = []
+    for folder in folders:
+        meta = json.loads((Path(folder) / "meta.json").read_text(encoding="utf-8"))
+        out.append(FeatureStore(folder, CaptureSpec.from_dict(meta["features"]), meta["base_model"]))
+    return out
+
+
+def _examples(rows: list[dict], stores: list) -> dict[str, object]:
+    """Row id -> Example, from the first store holding the row's features."""
+    from uhead_viz.train import load_examples
+
+    found: dict[str, object] = {}
+    for store in stores:
+        todo = [r for r in rows if str(r.get("id")) not in found]
+        if todo:
+            found.update({e.rid: e for e in load_examples(todo, store)})
+    return found
+
+
+def _table(ranked: list[dict], results: dict, reference: dict, sets: list[str]) -> str:
+    head = "| candidate | mean rank | " + " | ".join(f"{s} pairwise | {s} PR-AUC" for s in sets) + " |"
+    lines = [head, "|" + "---|" * (2 + 2 * len(sets))]
+
+    def cells(per: dict) -> str:
+        out = []
+        for s in sets:
+            r = per.get(s, {})
+            pw = "n/a" if r.get("pairwise") is None else f"{r['pairwise']:.3f} [{r['pairwise_ci95'][0]:.3f}, " \
+                f"{r['pairwise_ci95'][1]:.3f}]"
+            pr = "n/a" if r.get("pr_auc") is None else f"{r['pr_auc']:.3f}"
+            out += [pw, pr]
+        return " | ".join(out)
+
+    for e in ranked:
+        rk = "n/a" if e["mean_rank"] is None else f"{e['mean_rank']:.2f}"
+        lines.append(f"| {e['name']} | {rk} | {cells(results[e['name']])} |")
+    for name, per in reference.items():
+        lines.append(f"| ({name}) | | {cells(per)} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", nargs="+", required=True, help="labelled JSONL files (globs allowed)")
+    ap.add_argument("--set", dest="sets", action="append", required=True, metavar="NAME=PATH",
+                    help="a named validation set (repeat the option for more)")
+    ap.add_argument("--held-out", nargs="*", default=None, metavar="NAME",
+                    help="keep only train's validation-split problems in these sets (no names: in every set)")
     ap.add_argument("--heads", nargs="+", required=True, help="head checkpoint folders")
-    ap.add_argument("--store", required=True, help="feature store holding every row's features")
-    ap.add_argument("--val-fraction", type=float, default=0.2)
+    ap.add_argument("--store", nargs="+", required=True, help="feature store(s) holding the sets' rows")
+    ap.add_argument("--val-fraction", type=float, default=0.2, help="train's validation fraction, for --held-out")
+    ap.add_argument("--rounds", type=int, default=2000, help="bootstrap rounds for the pairwise interval")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    rows = [
-        r for r in _rows(_files(args.data)) if is_val(str(r.get("problem") or r.get("question")), args.val_fraction)
-    ]
-    meta = json.loads((Path(args.store) / "meta.json").read_text(encoding="utf-8"))
-    store = FeatureStore(args.store, CaptureSpec.from_dict(meta["features"]), meta["base_model"])
-    examples = load_examples(rows, store)
-    source = {str(r["id"]): str(r.get("model") or "unknown") for r in rows}
-    groups: dict[str, list] = {"pooled": examples}
-    for e in examples:
-        groups.setdefault(source[e.rid], []).append(e)
-    result: dict = {"n_chains": {k: len(v) for k, v in groups.items()}, "heads": {}}
+    from uhead_viz.train import predict
+    from uhead_viz.uhead import load_head, read_config
+
+    try:
+        specs = [selection.parse_set(s) for s in args.sets]
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    names = [n for n, _ in specs]
+    unknown = sorted(set(args.held_out or []) - set(names))
+    if unknown:
+        raise SystemExit(f"--held-out names no --set: {', '.join(unknown)}")
+    stores = _stores(args.store)
+    sets: dict[str, tuple[list[dict], list]] = {}
+    for name, files in specs:
+        rows = selection.read_set(files)
+        if args.held_out is not None and (not args.held_out or name in args.held_out):
+            rows = selection.held_out(rows, args.val_fraction)
+        found = _examples(rows, stores)
+        rows = [r for r in rows if str(r.get("id")) in found]  # every candidate is measured on the same rows
+        if not rows:
+            logger.warning("Set %s: no labelled row has stored features; left out", name)
+            continue
+        sets[name] = (rows, [found[str(r["id"])] for r in rows])
+        logger.info("Set %s: %d chains with features", name, len(rows))
+    if not sets:
+        raise SystemExit("No set has a row with stored features.")
+
+    reference = {
+        m: {
+            n: selection.set_metrics(rows, selection.trivial_scores(rows, m), args.rounds)
+            for n, (rows, _) in sets.items()
+        }
+        for m in selection.TRIVIAL
+    }
+    results: dict[str, dict] = {}
+    own: dict[str, object] = {}
     for folder in args.heads:
         if not (Path(folder) / "config.json").is_file():
             logger.warning("No head in %s (its training failed?); skipped", folder)
             continue
         head = load_head(folder)
-        scores = {e.rid: s for e, s in zip(examples, predict(head, examples))}
-        per = {}
-        for name, exs in groups.items():
-            labels, sc = [e.labels for e in exs], [scores[e.rid] for e in exs]
-            n_pos = sum(lab == 1 for ls in labels for lab in ls)
-            per[name] = {
-                "pr_auc": metrics.pr_auc(labels, sc) if n_pos else None,
-                "roc_auc": metrics.roc_auc(labels, sc) if n_pos else None,
-                "wrong_steps": n_pos,
-                "mean_score_of_fine_steps": _mean(
-                    [s for ls, ss in zip(labels, sc) for lab, s in zip(ls, ss) if lab == 0]
-                ),
-            }
+        results[folder] = {
+            n: selection.set_metrics(rows, predict(head, exs), args.rounds) for n, (rows, exs) in sets.items()
+        }
         _, cfg = read_config(folder)
-        result["heads"][folder] = {"own_validation": cfg.get("metrics", {}).get("validation", {}).get("pr_auc"), **per}
-    text = json.dumps(result, indent=2)
-    logger.info("%s", text)
+        own[folder] = cfg.get("metrics", {}).get("validation", {}).get("pr_auc")
+    if not results:
+        raise SystemExit("No head could be loaded.")
+    ranked = selection.rank(results, reference)
+    result = {
+        "rule": "best mean rank over every (set, pairwise accuracy) and (set, PR-AUC); see uhead_viz/selection.py",
+        "selected": ranked[0]["name"],
+        "ranking": ranked,
+        "sets": {
+            n: {"n_chains": len(rows), "files": [str(f) for f in dict(specs)[n]]} for n, (rows, _) in sets.items()
+        },
+        "heads": {h: {"own_validation_pr_auc": own[h], **per} for h, per in results.items()},
+        "trivial": reference,
+    }
+    sys.stdout.write(_table(ranked, results, reference, list(sets)) + "\n")
     if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0
-
-
-def _mean(xs: list[float]) -> float | None:
-    return sum(xs) / len(xs) if xs else None
 
 
 if __name__ == "__main__":

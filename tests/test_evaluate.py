@@ -17,6 +17,7 @@ from uhead_viz.uhead import UHead, save_head
 
 SMALL = {"d_model": 32, "n_heads": 4, "d_ff": 64, "n_layers": 2}
 BASELINES = ["maxprob", "minprob", "perplexity", "mean_entropy", "max_entropy", "seqprob"]
+TRIVIAL = ["step_index", "chars_so_far", "is_last_step"]
 FIELDS = {"pr_auc", "roc_auc", "f1", "error_acc", "correct_acc", "ece", "seconds_per_chain"}
 Q = "Natalia sold 48 clips in April and half as many in May. How many clips did she sell?"
 
@@ -91,7 +92,7 @@ def test_report_fields_metrics_files_and_skipped_rows(setup, capsys, caplog):
     assert rep["n_chains"] == 5
     assert rep["n_steps"] == 3 + 1 + 2 + 2 + 3  # steps after the first error are left out
     assert rep["n_wrong_steps"] == 3 and rep["n_chains_with_error"] == 3 and rep["n_chains_without_error"] == 2
-    assert list(rep["methods"]) == ["uhead", *BASELINES, "keyword_oracle"]
+    assert list(rep["methods"]) == ["uhead", *BASELINES, "keyword_oracle", *TRIVIAL]
     for m, r in rep["methods"].items():
         assert FIELDS <= set(r), m
         for k in FIELDS - {"seconds_per_chain"}:
@@ -201,7 +202,7 @@ def test_no_head_leaves_uhead_out_unless_named(setup, caplog, capsys):
     with caplog.at_level(logging.WARNING):
         assert run(setup["data"], out, "--limit", "2") == 0
     rep = json.loads(out.read_text())
-    assert list(rep["methods"]) == BASELINES and "uhead" in rep["unavailable"]
+    assert list(rep["methods"]) == [*BASELINES, *TRIVIAL] and "uhead" in rep["unavailable"]
     assert "UHead is unavailable" in caplog.text
     capsys.readouterr()
     assert run(setup["data"], out, "--methods", "uhead") == 2
@@ -227,7 +228,9 @@ def test_default_and_all_methods(monkeypatch):
     default, explicit = resolve_methods(None)
     assert default[0] == "uhead" and set(BASELINES) <= set(default)
     assert "judge" not in default and "combined" not in default and not explicit
+    assert not set(TRIVIAL) & set(default)  # `score` output: the model's methods only
+    assert set(TRIVIAL) <= set(resolve_methods(None, evaluation=True)[0])  # every report holds them
     everything, _ = resolve_methods("all")
-    assert {"judge", "combined"} <= set(everything) and everything[-1] == "combined"
+    assert {"judge", "combined"} <= set(everything) and [m for m in everything if m not in TRIVIAL][-1] == "combined"
     named, explicit = resolve_methods("combined,maxprob,maxprob")
     assert named == ["maxprob", "combined"] and explicit == {"maxprob", "combined"}

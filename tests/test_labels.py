@@ -228,6 +228,14 @@ def test_error_message_names_the_value():
         (None, "#### 18", False),
         ("  ", "#### 18", False),
         ("18", None, None),
+        ("18 dollars a day, 126 a week", "#### 126", True),  # any number it states
+        ("x = 3 and x = 5", "3, 5", True),  # a two-part answer, in any order
+        ("(5,3)", "(3,5)", True),
+        ("x=-2 or x=1", "1, -2", True),
+        ("3 and 5", "3, 5, 7", False),
+        ("x = 3", "3, 5", False),
+        ("2\\sqrt{3}", "#### 2", False),  # a number inside an expression states nothing
+        ("\\frac{1}{2}", "#### 2", False),
     ],
 )
 def test_answer_correct(answer, reference, expected):

@@ -46,11 +46,30 @@ def test_reference_prefers_broken_arithmetic_and_handles_no_reference():
     assert get_labeler("reference").label(fine, None).labels == [None]
 
 
-def test_reference_blames_the_last_step_when_every_result_is_on_the_path():
+def test_reference_leaves_a_wrong_chain_unlabelled_when_every_result_is_on_the_path():
     c = chain(["Step 1: 48 / 2 = 24.", "Step 2: So the answer is 24."], "24")
     lab = get_labeler("reference").label(c, GOLD)
-    assert lab.labels == [0, 1]
-    assert lab.confidence[1] == 0.5
+    assert lab.labels == [None, None] and lab.confidence == [0.0, 0.0]  # no coin flip on the last step
+    assert "unlabelled" in lab.notes[-1]
+
+
+def test_reference_flags_a_result_that_restates_a_number_of_the_problem():
+    # 72 - 24 = 48 is right arithmetic, and 48 is in the problem, but the reference never computes it
+    c = chain(["Step 1: 48 / 2 = 24.", "Step 2: 72 - 24 = 48.", "Step 3: So 48."], "48")
+    lab = get_labeler("reference").label(c, GOLD)
+    assert lab.labels == [0, 1, None] and "48" in lab.notes[1]
+    # a result the reference does compute is on the path even when the problem states it too
+    gold = "She has 12*4 = <<12*4=48>>48 clips.\n48+24 = <<48+24=72>>72.\n#### 72"
+    c = chain(["Step 1: 12 * 4 = 48.", "Step 2: 48 + 20 = 68."], "68")
+    assert get_labeler("reference").label(c, gold).labels == [0, 1]
+
+
+def test_reference_accepts_any_stated_number_and_two_part_answers():
+    c = chain(["Step 1: 48 / 2 = 24.", "Step 2: 48 + 24 = 72."], "72 clips in all, 24 in May")
+    assert get_labeler("reference").label(c, GOLD).labels == [0, 0]
+    c = chain(["Step 1: The roots are 3 and 2."], "x = 3 or x = 2", problem="Solve x^2-5x+6=0.")
+    assert get_labeler("reference").label(c, "2, 3").labels == [0]
+    assert get_labeler("reference").label(c, "2, 4").labels == [1]  # 3 is not a root the reference finds
 
 
 def test_reference_accepts_percent_and_minute_conversions():

@@ -81,6 +81,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     """Score every step of every chain in a JSONL file with the head and/or baselines."""
     from .evaluate import resolve_methods
     from .llm import load_llm
+    from .ray_run import ray_settings
     from .scorers import SCORERS
     from .scoring import build_scorers, default_head, score_file
     from .uhead import load_head, read_config
@@ -91,13 +92,15 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise InputError(f"No input file {args.input}: give chains as JSONL (from generate, or problem + steps rows).")
     if args.head:
         read_config(args.head)  # refuse a missing or broken head before the model loads
+    ray = ray_settings(args, rows_per_batch=4 * max(1, args.batch_size))
     llm = load_llm(args.model)
-    head = None
+    head, head_path = None, args.head
     if any(SCORERS[m].needs_head for m in methods):
         if args.head:
             head = load_head(args.head, llm, allow_other_build=args.allow_other_build)
         else:
             head, why = default_head(llm, allow_other_build=args.allow_other_build)
+            head_path = why if head is not None else None
             if head is None:
                 methods = [m for m in methods if not SCORERS[m].needs_head]
                 logger.warning(
@@ -110,13 +113,28 @@ def cmd_score(args: argparse.Namespace) -> int:
                 if not methods:
                     raise InputError(f"Only methods needing a head were asked for, and no head fits {llm.name}: {why}.")
     scorers = build_scorers(llm, methods, head)
-    written, skipped = score_file(args.input, args.output, llm, scorers, args.batch_size, args.limit)
+    runner = None
+    if ray is not None:
+        from .ray_run import RayRunner
+        from .workers import ModelRecipe, ScoreRecipe, open_score
+
+        recipe = ScoreRecipe(
+            ModelRecipe.of(llm), tuple(scorers), str(Path(head_path).resolve()) if head is not None else None,
+            args.allow_other_build, args.prm_family, args.trust_remote_code,
+        )
+        runner = RayRunner(open_score, recipe, ray, what="chains")
+    written, skipped = score_file(args.input, args.output, llm, scorers, args.batch_size, args.limit, runner)
     logger.info("Wrote %d scored chains to %s (%d rows skipped)", written, args.output, skipped)
     return 0
 
 
+def _prog_name() -> str:
+    """``uhead-viz`` when run as the installed console script, else ``python -m uhead_viz``."""
+    return "uhead-viz" if Path(sys.argv[0]).name == "uhead-viz" else "python -m uhead_viz"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m uhead_viz", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog=_prog_name(), description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -156,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--trust-remote-code", action="store_true", help="allow PRMs that ship their own model code")
     sc.add_argument("--batch-size", type=int, default=8)
     sc.add_argument("--limit", type=int, default=0, help="only the first N rows")
+    from .ray_run import add_ray_arguments
+
+    add_ray_arguments(sc, "chains per Ray task, in whole --batch-size batches (default 4 batches)")
     sc.set_defaults(func=cmd_score)
     add_evaluate_parser(sub)
     add_train_parsers(sub)

@@ -156,20 +156,51 @@ def _store(args: argparse.Namespace, llm: Any):
     from .packs import cache_dir
 
     root = args.store or str(cache_dir() / "features" / f"{llm.name}-{llm.fingerprint[:12]}")
-    return FeatureStore(root, spec, base_info(llm)), spec
+    store = FeatureStore(root, spec, base_info(llm))
+    store.merge_parts()  # captures parallel workers left when a run was stopped
+    return store, spec
+
+
+def _features_on_ray(rows: list[dict[str, Any]], llm: Any, store: Any, spec: Any, ray: Any) -> int:
+    """``features --ray``: each actor captures into a part of the store of its own; the parts are
+    merged here when the run ends (or, if it is stopped, when the store is next opened)."""
+    from .ray_run import RayRunner
+    from .workers import FeaturesRecipe, ModelRecipe, open_features
+
+    recipe = FeaturesRecipe(ModelRecipe.of(llm), str(Path(store.root).resolve()), spec.to_dict())
+    runner = RayRunner(open_features, recipe, ray, what="chains")
+    counts = {"added": 0, "stored": 0, "error": 0}
+    bar = tqdm(total=len(rows), desc="features", unit="chain")
+    try:
+        for (row,), (r,) in zip(([r] for r in rows), runner([[r] for r in rows])):
+            counts[r["status"]] += 1
+            if r["status"] == "error":
+                logger.warning("Skipping row %s: %s", row.get("id"), r["error"])
+            bar.update(1)
+    finally:
+        bar.close()
+        store.merge_parts()
+    logger.info("%d chains captured by the workers, %d were stored already, %d skipped", counts["added"],
+                counts["stored"], counts["error"])
+    return counts["added"]
 
 
 def cmd_features(args: argparse.Namespace) -> int:
     from .llm import load_llm
+    from .ray_run import ray_settings
     from .train import extract_features
 
     rows = _rows(_files(args.input))
     if args.limit:
         rows = rows[: args.limit]
+    ray = ray_settings(args, rows_per_batch=16)
     llm = load_llm(args.model)
     store, spec = _store(args, llm)
     with store:
-        added = extract_features(rows, llm, store, spec)
+        if ray is None:
+            added = extract_features(rows, llm, store, spec)
+        else:
+            added = _features_on_ray(rows, llm, store, spec, ray)
     logger.info("Feature store %s: %d chains (%d added now)", store.root, len(store), added)
     return 0
 
@@ -225,8 +256,86 @@ def cmd_gold_chains(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_rows(path: str, rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` as JSONL, replacing ``path`` whole (these sets are rebuilt, not appended to)."""
+    import os
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, out)
+
+
+def cmd_prm800k_chains(args: argparse.Namespace) -> int:
+    from .prm800k_train import summary, training_chains
+
+    if not Path(args.data).is_file():
+        raise InputError(f"No PRM800K file {args.data}: give the phase-1 train stepwise parquet with --data.")
+    rows = training_chains(args.data, args.split, args.neutral, args.max_branches, args.seed)
+    _write_rows(args.out, rows)
+    print(json.dumps({"out": args.out, **summary(rows)}, indent=2))
+    return 0
+
+
+def cmd_synthetic_errors(args: argparse.Namespace) -> int:
+    """GSM8K reference solutions with one exact calculation error each (``synthetic.py``)."""
+    from collections import Counter
+
+    from .synthetic import SPLITS, build
+
+    name, first = SPLITS[args.split]
+    path = Path(args.data) / name
+    if not path.is_file():
+        raise InputError(f"No GSM8K file {path}: give the folder that holds gsm8k/ with --data.")
+    offset = first if args.offset is None else args.offset
+    rows = _rows([path])[offset:]
+    if args.limit:
+        rows = rows[: args.limit]
+    out = build(rows, args.split, offset, args.seed, args.keep_clean)
+    _write_rows(args.out, out)
+    changed = [r for r in out if r["synthetic"]["kind"] != "none"]
+    print(json.dumps({
+        "out": args.out, "questions": len(rows), "chains": len(out), "changed": len(changed),
+        "steps": sum(len(r["steps"]) for r in out),
+        "kinds": dict(Counter(r["synthetic"]["kind"] for r in changed)),
+        "changed_step": dict(sorted(Counter(r["synthetic"]["step"] for r in changed).items())),
+    }, indent=2))
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
     from .train import TrainConfig
+
+    se = sub.add_parser(
+        "synthetic-errors", help="GSM8K reference solutions with one exact calculation error each (labelled chains)"
+    )
+    se.add_argument(
+        "--split", choices=("train", "test"), default="train",
+        help="train: GSM8K train questions 3,200 on (unused by the other sets); test: GSM8K test, evaluation only",
+    )
+    se.add_argument("--data", default="../shared/data", help="folder holding gsm8k/train.jsonl and gsm8k/test.jsonl")
+    se.add_argument("--offset", type=int, default=None, help="first question (default: 3200 for train, 0 for test)")
+    se.add_argument("--limit", type=int, default=0, help="only N questions (after --offset)")
+    se.add_argument("--seed", type=int, default=0)
+    se.add_argument("--keep-clean", action="store_true", help="also write each unchanged solution, all steps fine")
+    se.add_argument("--out", required=True, help="JSONL to write (replaced)")
+    se.set_defaults(func=cmd_synthetic_errors)
+
+    pc = sub.add_parser(
+        "prm800k-chains", help="PRM800K phase-1 train as labelled chains (human step ratings) for training heads"
+    )
+    pc.add_argument("--data", default="../shared/data/prm800k_phase1_train_stepwise.parquet")
+    pc.add_argument("--split", choices=("train", "val"), default="train", help="val: a fixed 10%% of the problems")
+    pc.add_argument(
+        "--neutral", choices=("fine", "wrong", "skip"), default="fine", help="what a neutral (0) rating means"
+    )
+    pc.add_argument("--max-branches", type=int, default=0, help="at most N rated alternatives per problem (0: all)")
+    pc.add_argument("--seed", type=int, default=0, help="seed of the --max-branches draw")
+    pc.add_argument("--out", required=True, help="JSONL to write (replaced)")
+    pc.set_defaults(func=cmd_prm800k_chains)
 
     gc = sub.add_parser(
         "gold-chains", help="GSM8K reference solutions as chains written by someone else (training data)"
@@ -250,8 +359,11 @@ def add_parsers(sub: Any) -> None:
     ):
         p = sub.add_parser(name, help=help_)
         if name == "features":
+            from .ray_run import add_ray_arguments
+
             p.add_argument("--input", nargs="+", required=True, help="chain JSONL files (globs allowed)")
             p.add_argument("--limit", type=int, default=0)
+            add_ray_arguments(p, "chains per Ray task; each task's captures are one shard (default 16)")
         else:
             p.add_argument("--data", nargs="+", required=True, help="labelled JSONL files (globs allowed)")
             p.add_argument("--out", required=True, help="checkpoint folder to write")

@@ -46,6 +46,8 @@ from .jsonl import read_rows
 from .labels.base import first_error_labels
 from .llm import ASSISTANT_PREFIX, clean_question
 from .methods import method_label
+from .modellock import ModelLock
+from .public import scrub, shown_path
 from .scorers import SCORERS, InternalsCache, Scorer, available, get_scorer, sanitize_score
 from .scorers.combined import combine
 from .scoring import checkpoint_dirs, default_head, length_problem, row_to_chain, scored_row
@@ -255,14 +257,15 @@ class Engine:
     """One loaded model, its head (or none), and every scoring path the app needs.
 
     All model work goes through ``self.lock``: the live-capture hooks sit on the shared
-    model, so two requests must never run it at the same time. It is a plain lock, not an
-    RLock, because a streaming request is a generator that Gradio resumes on whichever
-    worker thread is free, so the thread that releases it is not always the one that took it.
+    model, so two requests must never run it at the same time. It is a ``ModelLock``: not
+    tied to a thread (a streaming request is a generator that Gradio resumes on whichever
+    worker thread is free), and a scored file takes it per chain in the background class,
+    so a question asked meanwhile goes first and waits for one chain at most.
     """
 
     def __init__(self, llm: Any, head: Any = None, head_path: str | None = None, auto_head: bool = True) -> None:
         self.llm = llm
-        self.lock = threading.Lock()
+        self.lock = ModelLock()
         self.cache = InternalsCache(llm, max_items=64)
         self.auto_head = auto_head and head is None
         self.hs = HeadState(head=head, path=head_path, note="" if head is not None else "no head given")
@@ -298,7 +301,7 @@ class Engine:
         if h is None:
             return None
         return {
-            "path": self.hs.path,
+            "path": shown_path(self.hs.path),  # never the server's absolute path
             "mode": h.config.mode,
             "threshold": _r(h.threshold),
             "sha256": self.hs.sha256,
@@ -325,7 +328,7 @@ class Engine:
         llm = self.llm
         return {
             "name": llm.name,
-            "source": getattr(llm, "source", ""),
+            "source": scrub(getattr(llm, "source", "")),
             "fingerprint": llm.fingerprint,
             "precision": getattr(llm, "precision", ""),
         }
@@ -334,7 +337,7 @@ class Engine:
         return {
             "model": self.model_info(),
             "head": self.head_info(),
-            "head_note": self.hs.note,
+            "head_note": scrub(self.hs.note),
             "primary": self.primary,
             "verifiers": verifier_names(),
         }
@@ -396,7 +399,7 @@ class Engine:
             th.start()
             try:
                 while True:
-                    item = events.get()
+                    item = _next_event(events, th)
                     if item is None:
                         break
                     while True:  # coalesce a burst of tokens into one update
@@ -465,7 +468,7 @@ class Engine:
             "question": chain.problem,
             "model": self.model_info(),
             "head": self.head_info(),
-            "head_note": self.hs.note,
+            "head_note": scrub(self.hs.note),
             "primary": self.primary,
             "threshold": _r(self.threshold),
             "methods": methods,
@@ -589,8 +592,8 @@ class Engine:
         """Score every readable row of a JSON/JSONL file, yielding (done, total, scored rows, problems).
 
         A malformed row is reported (line and reason) and skipped; the others are scored.
-        Each chain takes the model lock on its own, so a question asked meanwhile waits for
-        one chain, not for the whole file.
+        Each chain takes the model lock on its own, in the background class, so a question
+        asked meanwhile goes before the next chain and waits for one chain, not the whole file.
         """
         rows, errors = read_dataset(path)
         out: list[dict[str, Any]] = []
@@ -598,7 +601,7 @@ class Engine:
         for i, (line, row) in enumerate(rows):
             rid = str(row.get("id", f"line-{line}"))
             try:
-                with self.lock:
+                with self.lock.background():
                     self.refresh_head()
                     chain = row_to_chain(row, self.llm)
                     scores = {m: [_r(v) for v in s.score([chain])[0]] for m, s in self.scorers().items()}
@@ -607,7 +610,7 @@ class Engine:
                 yield i + 1, len(rows), out, errors
                 continue
             fields = {"id": rid, "labels": row_labels(row, len(chain.steps)), "primary": self.primary}
-            out.append(scored_row(row, scores, self.llm, {"head": self.hs.path}, **fields))
+            out.append(scored_row(row, scores, self.llm, {"head": shown_path(self.hs.path)}, **fields))
             yield i + 1, len(rows), out, errors
 
     def analyze_row(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -741,6 +744,19 @@ def live_head_prob(head: Any, feats: torch.Tensor, spans: list[tuple[int, int]],
 
 
 # ----- helpers ----------------------------------------------------------------------------------
+def _next_event(events: queue.Queue, worker: threading.Thread, poll_s: float = 0.5) -> Any:
+    """The generation thread's next event; an error at once if the thread is gone without its end marker."""
+    while True:
+        try:
+            return events.get(timeout=poll_s)
+        except queue.Empty:
+            if not worker.is_alive():
+                try:
+                    return events.get_nowait()  # it may have put its last event just now
+                except queue.Empty:
+                    raise RuntimeError("the generation thread stopped without a result") from None
+
+
 def _checkpoint_signature() -> tuple:
     sig = []
     for root in checkpoint_dirs():
@@ -885,7 +901,7 @@ def api_result(analysis: dict[str, Any]) -> dict[str, Any]:
     return {
         "question": analysis.get("question"),
         "model": analysis.get("model", {}).get("name"),
-        "head": (analysis.get("head") or {}).get("path"),
+        "head": shown_path((analysis.get("head") or {}).get("path")),
         "primary": analysis.get("primary"),
         "threshold": analysis.get("threshold"),
         "answer": analysis.get("answer"),

@@ -54,6 +54,16 @@ from typing import Any
 from .errors import InputError, RowError
 from .jsonl import NO_PROBLEM, ResumableWriter, problem_of, read_rows
 from .labels.base import first_error_labels
+from .thresholds import (
+    Policy,
+    ValThresholds,
+    best_on_data,
+    describe,
+    from_validation,
+    parse_policy,
+    policy_name,
+    threshold_for,
+)
 
 # metrics (scikit-learn) and the label importers are imported where used: the CLI imports
 # this module for its parser, and ``generate`` should not pay for them
@@ -61,7 +71,6 @@ from .labels.base import first_error_labels
 logger = logging.getLogger(__name__)
 
 FORMATS = ("processbench", "jsonl")
-DEFAULT_THRESHOLD = 0.5
 CAPTURE = "capture"
 
 
@@ -75,6 +84,7 @@ class Item:
     labels: list[int | None]
     gold: int | None  # first wrong step, -1 if all are fine, None if unknown (unlabelled steps, no error)
     digest: str
+    finished: bool = True  # the kept steps end the chain (see scorers/trivial.py: ``is_last_step``)
 
 
 def _digest(row: dict[str, Any]) -> str:
@@ -102,6 +112,8 @@ def _check_jsonl(row: dict[str, Any]) -> str | None:
 
 def _item(rid: str, row: dict[str, Any], labels: list[int | None]) -> Item:
     """Keep the steps up to the last labelled one; the first wrong step is the gold answer."""
+    from .scorers.trivial import row_finished
+
     n = max(i for i, x in enumerate(labels) if x is not None) + 1
     keep = {k: v for k, v in row.items() if k not in ("label", "labels", "scores", "steps", "spans")}
     keep["id"] = rid
@@ -113,7 +125,7 @@ def _item(rid: str, row: dict[str, Any], labels: list[int | None]) -> Item:
         gold: int | None = labels.index(1)
     else:
         gold = -1 if all(x == 0 for x in labels) else None
-    return Item(rid, keep, labels, gold, _digest(keep))
+    return Item(rid, keep, labels, gold, _digest(keep), row_finished(row) and n == len(row["steps"]))
 
 
 def load_items(path: str | Path, fmt: str) -> tuple[list[Item], list[dict[str, Any]]]:
@@ -163,12 +175,13 @@ def method_classes() -> dict[str, Any]:
 
 
 def resolve_methods(
-    spec: str | None, prm_family: str | None = None, trust_remote_code: bool = False
+    spec: str | None, prm_family: str | None = None, trust_remote_code: bool = False, evaluation: bool = False
 ) -> tuple[list[str], set[str]]:
     """Method names in run order (combined scores last) and the ones named explicitly.
 
-    ``default`` = the head and every method that is not opt-in; ``all`` = every registered
-    method; ``prm:<id>`` / ``combined:<verifier>`` are registered on the way.
+    ``default`` = the head and every method that is not opt-in (with ``evaluation``, also the
+    trivial baselines every report holds); ``all`` = every registered method;
+    ``prm:<id>`` / ``combined:<verifier>`` are registered on the way.
     """
     from .scorers.combined import PREFIX as COMBINED
     from .scorers.combined import combined_method
@@ -176,7 +189,11 @@ def resolve_methods(
     from .scorers.prm import prm_method
 
     static = method_classes()
-    defaults = [n for n, c in static.items() if not getattr(c, "opt_in", False)]
+    defaults = [
+        n
+        for n, c in static.items()
+        if not getattr(c, "opt_in", False) and (evaluation or not getattr(c, "evaluation_only", False))
+    ]
     out: list[str] = []
     explicit: set[str] = set()
     for tok in [t.strip() for t in (spec or "default").split(",") if t.strip()]:
@@ -206,7 +223,8 @@ def resolve_methods(
     uniq = list(dict.fromkeys(out))
     is_comb = [n == "combined" or n.startswith(COMBINED) for n in uniq]
     order = [n for n, c in zip(uniq, is_comb) if not c] + [n for n, c in zip(uniq, is_comb) if c]
-    order.sort(key=lambda n: n != "uhead")  # stable: the head first, as everywhere else
+    # stable: the head first, as everywhere else; the trivial baselines last, as reference lines
+    order.sort(key=lambda n: (n != "uhead", n in static and getattr(static[n], "evaluation_only", False)))
     return order, explicit
 
 
@@ -225,6 +243,8 @@ def identity(scorer: Any, llm: Any, head_id: str) -> str:
     from .scorers.combined import Combined
     from .scorers.prm import PRM
 
+    if not getattr(scorer, "needs_model", True):
+        return "no model"
     if isinstance(scorer, PRM):
         return f"prm/{scorer.family}/{scorer.model_id}"
     if isinstance(scorer, Combined):
@@ -235,6 +255,14 @@ def identity(scorer: Any, llm: Any, head_id: str) -> str:
 
 
 # ----- the score cache ------------------------------------------------------------------------
+def store_entry(item: Item, method: str, by: str, scores: list[float] | None, seconds: float) -> dict[str, Any]:
+    """One line of the score cache: a method's scores of one row and what made them."""
+    e: dict[str, Any] = {"id": item.id, "method": method, "digest": item.digest, "by": by, "seconds": round(seconds, 6)}
+    if scores is not None:
+        e["scores"] = [round(float(v), 6) for v in scores]
+    return e
+
+
 class ScoreStore:
     """``<report>.scores.jsonl``: one line per (row id, method) with its scores and seconds."""
 
@@ -255,11 +283,12 @@ class ScoreStore:
         return e
 
     def put(self, item: Item, method: str, by: str, scores: list[float] | None, seconds: float) -> None:
-        e = {"id": item.id, "method": method, "digest": item.digest, "by": by, "seconds": round(seconds, 6)}
-        if scores is not None:
-            e["scores"] = [round(float(v), 6) for v in scores]
-        self.writer.write(e)
-        self.entries[(item.id, method)] = e
+        self.add(store_entry(item, method, by, scores, seconds))
+
+    def add(self, entry: dict[str, Any]) -> None:
+        """Write an entry made by ``store_entry`` (here or by a worker elsewhere)."""
+        self.writer.write(entry)
+        self.entries[(entry["id"], entry["method"])] = entry
 
     def close(self) -> None:
         self.writer.close()
@@ -274,72 +303,126 @@ def _checked(scores: Any, n: int, method: str) -> list[float]:
     return out
 
 
-def run_scoring(
-    items: list[Item], scorers: dict[str, Any], llm: Any, store: ScoreStore, head_id: str = "", progress: bool = True
-) -> tuple[dict[str, dict[str, dict[str, Any]]], list[dict[str, Any]]]:
-    """Score every item with every method, resumably. Returns ({item id: {method: entry}}, skipped)."""
-    from tqdm import tqdm
+def identities(scorers: dict[str, Any], llm: Any, head_id: str = "") -> dict[str, str]:
+    """What each method's cached scores depend on (see ``identity``), plus the capture's."""
+    by = {m: identity(s, llm, head_id) for m, s in scorers.items()}
+    by[CAPTURE] = str(llm.fingerprint) if llm is not None else "no model"
+    return by
 
+
+def evaluate_item(
+    item: Item, have: dict[str, dict[str, Any] | None], scorers: dict[str, Any], llm: Any, by: dict[str, str]
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One labelled chain in, its missing score-cache entries out: (new entries, why it failed or None).
+
+    ``have`` holds the entries already cached for it (None where missing). The one
+    implementation of a row's evaluation: ``run_scoring`` calls it here and Ray workers
+    call it on their share. A malformed row (RowError, ValueError) returns the entries
+    made before it failed and the reason.
+    """
     from .scorers.combined import Combined, results_for
+    from .scorers.trivial import text_chain
     from .scoring import row_to_chain
 
-    by = {m: identity(s, llm, head_id) for m, s in scorers.items()}
-    by[CAPTURE] = str(llm.fingerprint)
+    have = dict(have)
+    new: list[dict[str, Any]] = []
     caches = {id(s.cache): s.cache for s in scorers.values()}
 
-    def wants_capture(m: str, have: dict[str, Any]) -> bool:
+    def wants_capture(m: str) -> bool:
         s = scorers[m]
         if isinstance(s, Combined):  # only for a part it has to compute itself
             return any(p.needs_internals and not have.get(n) for n, p in zip(s.parts, (s.head_scorer, s.verifier)))
         return bool(s.needs_internals)
 
+    def keep(entry: dict[str, Any]) -> None:
+        new.append(entry)
+        have[entry["method"]] = entry
+
+    todo = [m for m in scorers if have.get(m) is None]
+    try:
+        chain = row_to_chain(item.row, llm) if llm is not None else text_chain(item.row)
+        chain.meta["finished"] = item.finished
+        if len(chain.steps) != len(item.labels):
+            raise RowError(f"the chain has {len(chain.steps)} steps but {len(item.labels)} labels")
+        for cache in caches.values():
+            memo = results_for(cache)
+            memo.clear()  # one row at a time: the memo only serves combined scores of this row
+            for m in scorers:
+                if have.get(m) is not None:
+                    memo.put(m, chain, have[m]["scores"])
+        if any(wants_capture(m) for m in todo):
+            t0 = time.perf_counter()
+            for cache in caches.values():
+                cache.get(chain)  # the one forward pass every internals method reads
+            keep(store_entry(item, CAPTURE, by[CAPTURE], None, time.perf_counter() - t0))
+        for m in todo:
+            s = scorers[m]
+            t0 = time.perf_counter()
+            scores = _checked(results_for(s.cache).scores(s, [chain])[0], len(item.labels), m)
+            seconds = time.perf_counter() - t0
+            if isinstance(s, Combined):  # charged its parts, which it took from the memo
+                seconds += sum(float(have[p]["seconds"]) for p in s.parts if p in scorers and have.get(p))
+            keep(store_entry(item, m, by[m], scores, seconds))
+    except (RowError, ValueError) as e:  # InputError is a ValueError
+        return new, str(e)
+    finally:
+        for cache in caches.values():
+            results_for(cache).clear()
+    return new, None
+
+
+def run_scoring(
+    items: list[Item],
+    scorers: dict[str, Any],
+    llm: Any,
+    store: ScoreStore,
+    head_id: str = "",
+    progress: bool = True,
+    runner: Any = None,
+) -> tuple[dict[str, dict[str, dict[str, Any]]], list[dict[str, Any]]]:
+    """Score every item with every method, resumably. Returns ({item id: {method: entry}}, skipped).
+
+    Items whose every entry is cached are not sent anywhere. The rest go through
+    ``evaluate_item`` here, or through ``runner`` (which gets units of ``{"item", "have",
+    "by"}`` work and yields each unit's ``{"entries", "error"}`` results in order, as
+    ``ray_run.RayRunner`` does); entries are written as results arrive.
+    """
+    from dataclasses import asdict
+
+    from tqdm import tqdm
+
+    by = identities(scorers, llm, head_id)
     done: dict[str, dict[str, dict[str, Any]]] = {}
     skipped: list[dict[str, Any]] = []
-    n_resumed = 0
-    bar = tqdm(items, desc="evaluate", unit="chain", disable=not progress)
-    for item in bar:
+    pending: list[tuple[Item, dict[str, Any]]] = []
+    for item in items:
         have = {m: store.get(item, m, by[m]) for m in [*scorers, CAPTURE]}
-        todo = [m for m in scorers if have[m] is None]
-        if not todo:
+        if all(have[m] is not None for m in scorers):
             done[item.id] = {m: e for m, e in have.items() if e is not None}
-            n_resumed += 1
-            continue
-        try:
-            chain = row_to_chain(item.row, llm)
-            if len(chain.steps) != len(item.labels):
-                raise RowError(f"the chain has {len(chain.steps)} steps but {len(item.labels)} labels")
-            for cache in caches.values():
-                memo = results_for(cache)
-                memo.clear()  # one row at a time: the memo only serves combined scores of this row
-                for m in scorers:
-                    if have[m] is not None:
-                        memo.put(m, chain, have[m]["scores"])
-            if any(wants_capture(m, have) for m in todo):
-                t0 = time.perf_counter()
-                for cache in caches.values():
-                    cache.get(chain)  # the one forward pass every internals method reads
-                store.put(item, CAPTURE, by[CAPTURE], None, time.perf_counter() - t0)
-                have[CAPTURE] = store.entries[(item.id, CAPTURE)]
-            for m in todo:
-                s = scorers[m]
-                t0 = time.perf_counter()
-                scores = _checked(results_for(s.cache).scores(s, [chain])[0], len(item.labels), m)
-                seconds = time.perf_counter() - t0
-                if isinstance(s, Combined):  # charged its parts, which it took from the memo
-                    seconds += sum(float(have[p]["seconds"]) for p in s.parts if p in scorers and have.get(p))
-                store.put(item, m, by[m], scores, seconds)
-                have[m] = store.entries[(item.id, m)]
-        except (RowError, ValueError) as e:  # InputError is a ValueError
-            logger.warning("Skipping row %s: %s", item.id, e)
-            skipped.append({"id": item.id, "reason": str(e)})
-            continue
-        finally:
-            for cache in caches.values():
-                results_for(cache).clear()
-        done[item.id] = {m: e for m, e in have.items() if e is not None}
+        else:
+            pending.append((item, have))
+    if len(pending) < len(items):
+        logger.info("%d of %d rows were already scored in %s", len(items) - len(pending), len(items), store.path)
+    bar = tqdm(total=len(pending), desc="evaluate", unit="chain", disable=not progress)
+    if runner is None:
+        results: Any = ([dict(zip(("entries", "error"), evaluate_item(it, h, scorers, llm, by)))] for it, h in pending)
+    else:  # one item per unit: a row's evaluation does not depend on its neighbours
+        results = runner([[{"item": asdict(it), "have": h, "by": by}] for it, h in pending])
+    n = 0
+    for res in results:
+        for r in res:
+            item, have = pending[n]
+            n += 1
+            for e in r["entries"]:
+                store.add(e)
+                have[e["method"]] = e
+            if r["error"] is not None:
+                logger.warning("Skipping row %s: %s", item.id, r["error"])
+                skipped.append({"id": item.id, "reason": r["error"]})
+            else:
+                done[item.id] = {m: e for m, e in have.items() if e is not None}
+        bar.update(len(res))
     bar.close()
-    if n_resumed:
-        logger.info("%d of %d rows were already scored in %s", n_resumed, len(items), store.path)
     return done, skipped
 
 
@@ -352,22 +435,6 @@ def _num(x: Any) -> Any:
     if isinstance(x, list):
         return [_num(v) for v in x]
     return x
-
-
-def threshold_for(
-    method: str, scorer: Any, policy: str | float, gold: list[int], scores: list[list[float]]
-) -> tuple[float, str]:
-    if isinstance(policy, float):
-        return policy, "given (--threshold)"
-    if policy == "best":
-        from .metrics import best_threshold
-
-        t, _ = best_threshold(gold, scores)
-        return t, "best F1 on this data (optimistic)"
-    head = getattr(scorer, "head", None)
-    if method == "uhead" and head is not None:
-        return float(head.threshold), "the head's stored threshold"
-    return DEFAULT_THRESHOLD, "default 0.5"
 
 
 def method_report(
@@ -398,11 +465,13 @@ def build_report(
     items: list[Item],
     done: dict[str, dict[str, dict[str, Any]]],
     scorers: dict[str, Any],
-    policy: str | float,
+    policy: Policy,
     skipped: list[dict[str, Any]],
     extra: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, list[list[float]]], list[Item]]:
     """The report dict, plus each method's scores and the items they cover (for the figures)."""
+    from .pairwise import pairwise_accuracy
+
     ok = [it for it in items if it.id in done and all(m in done[it.id] for m in scorers)]
     methods: dict[str, Any] = {}
     per_method: dict[str, list[list[float]]] = {}
@@ -414,6 +483,10 @@ def build_report(
         pb_scores = [x for g, x in zip(gold, sc) if g is not None]
         t = threshold_for(m, s, policy, pb_gold, pb_scores)
         methods[m] = method_report(ok, sc, secs, t, getattr(s, "label", m))
+        methods[m]["f1_best"] = best_on_data(pb_gold, pb_scores)  # this data as validation for another run
+        pw = pairwise_accuracy([it.row for it in ok], [it.labels for it in ok], sc)
+        if pw is not None:  # rows hold rated alternatives to the same step (see pairwise.py)
+            methods[m]["pairwise"] = pw
         per_method[m] = sc
     cap = [float(done[it.id][CAPTURE]["seconds"]) for it in ok if CAPTURE in done[it.id]]
     shared = [m for m, s in scorers.items() if s.needs_internals]
@@ -433,7 +506,8 @@ def build_report(
             "note": "one teacher-forced forward pass per chain, read by every method in shared_by; its time is "
             "counted here once and not in those methods' seconds_per_chain",
         },
-        "threshold_policy": "best" if policy == "best" else ("given" if isinstance(policy, float) else "default"),
+        "threshold_policy": policy_name(policy),
+        **({"thresholds_from": policy.source} if isinstance(policy, ValThresholds) else {}),
         "skipped": skipped,
         **(extra or {}),
     }
@@ -455,12 +529,20 @@ def markdown_table(report: dict[str, Any]) -> str:
         head,
         "|" + "---|" * 9,
     ]
+    pairwise = any("pairwise" in r for r in report["methods"].values())
+    if pairwise:
+        lines[2] += " pairwise [95 % CI] |"
+        lines[3] += "---|"
     for m, r in report["methods"].items():
         cells = [r["pr_auc"], r["roc_auc"], r["f1"], r["error_acc"], r["correct_acc"], r["ece"], r["threshold"]]
         lines.append(f"| {m} | " + " | ".join(_fmt(c) for c in cells) + f" | {_fmt(r['seconds_per_chain'], 4)} |")
+        if pairwise:
+            pw = r.get("pairwise")
+            lines[-1] += f" {pw['accuracy']:.3f} [{pw['ci95'][0]:.3f}, {pw['ci95'][1]:.3f}] |" if pw else " |"
     cap = report["capture"]
     if cap["shared_by"]:
         lines.append(f"| (capture, shared) | | | | | | | | {_fmt(cap['seconds_per_chain'], 4)} |")
+    lines += ["", describe(report["methods"])]
     if report["skipped"]:
         lines += ["", f"{len(report['skipped'])} rows skipped (listed in the report)."]
     return "\n".join(lines) + "\n"
@@ -541,49 +623,18 @@ td:first-child{{text-align:left}} table{{border-collapse:collapse}} tr:nth-child
 
 
 # ----- the command ----------------------------------------------------------------------------
-def _policy(text: str) -> str | float:
-    if text in ("default", "best"):
-        return text
-    try:
-        t = float(text)
-    except ValueError:
-        raise InputError(f"--threshold must be default, best or a number in [0, 1], not {text!r}.") from None
-    if not 0.0 <= t <= 1.0:
-        raise InputError(f"--threshold {t} is outside [0, 1].")
-    return t
+def build_scorers_for(
+    methods: list[str], llm: Any, head: Any, cache: Any, explicit: set[str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The scorers that can run, sharing ``cache``, and why each other method cannot.
 
-
-def evaluate(
-    data: str | Path,
-    fmt: str,
-    llm: Any,
-    methods: list[str],
-    out: str | Path,
-    head: Any = None,
-    limit: int = 0,
-    threshold: str | float = "default",
-    explicit: set[str] | None = None,
-    progress: bool = True,
-    extra: dict[str, Any] | None = None,
-    loaded: tuple[list[Item], list[dict[str, Any]]] | None = None,
-    store: Any = None,
-) -> dict[str, Any]:
-    """Score, measure and write the report, its HTML page and the score cache; returns the report.
-
-    ``loaded``: the (items, skipped) ``load_items`` already returned for ``data``.
-    ``store``: a FeatureStore whose captures are reused (and to which new ones are added).
+    A method named explicitly that cannot run is an error; one that came with ``default``
+    or ``all`` is left out with a warning.
     """
-    from .scorers import InternalsCache, get_scorer
+    from .scorers import get_scorer
 
-    items, skipped = loaded if loaded is not None else load_items(data, fmt)
-    if limit:
-        items = items[:limit]
-    if not items:
-        raise InputError(f"No usable rows in {data} (format {fmt}): {len(skipped)} skipped.")
-    explicit = explicit if explicit is not None else set(methods)
-    cache = InternalsCache(llm, store=store)
     scorers: dict[str, Any] = {}
-    unavailable: dict[str, str] = dict((extra or {}).get("unavailable", {}))
+    unavailable: dict[str, str] = {}
     for m in methods:
         try:
             scorers[m] = get_scorer(m, llm, head=head, cache=cache)
@@ -594,10 +645,47 @@ def evaluate(
             logger.warning("Leaving out %s: %s", m, e)
     if not scorers:
         raise InputError("No method can run: " + "; ".join(f"{k}: {v}" for k, v in unavailable.items()))
+    return scorers, unavailable
+
+
+def evaluate(
+    data: str | Path,
+    fmt: str,
+    llm: Any,
+    methods: list[str],
+    out: str | Path,
+    head: Any = None,
+    limit: int = 0,
+    threshold: Policy = "default",
+    explicit: set[str] | None = None,
+    progress: bool = True,
+    extra: dict[str, Any] | None = None,
+    loaded: tuple[list[Item], list[dict[str, Any]]] | None = None,
+    store: Any = None,
+    runner: Any = None,
+) -> dict[str, Any]:
+    """Score, measure and write the report, its HTML page and the score cache; returns the report.
+
+    ``loaded``: the (items, skipped) ``load_items`` already returned for ``data``.
+    ``store``: a FeatureStore whose captures are reused (and to which new ones are added).
+    ``runner``: where the rows are scored, if not here (see ``run_scoring``).
+    """
+    from .scorers import InternalsCache
+
+    items, skipped = loaded if loaded is not None else load_items(data, fmt)
+    if limit:
+        items = items[:limit]
+    if not items:
+        raise InputError(f"No usable rows in {data} (format {fmt}): {len(skipped)} skipped.")
+    explicit = explicit if explicit is not None else set(methods)
+    cache = InternalsCache(llm, store=store)
+    scorers, left_out = build_scorers_for(methods, llm, head, cache, explicit)
+    unavailable: dict[str, str] = {**(extra or {}).get("unavailable", {}), **left_out}
     out = Path(out)
     store = ScoreStore(out.with_name(out.stem + ".scores.jsonl"))
     try:
-        done, failed = run_scoring(items, scorers, llm, store, head_digest(head) if head is not None else "", progress)
+        head_id = head_digest(head) if head is not None else ""
+        done, failed = run_scoring(items, scorers, llm, store, head_id, progress, runner)
     finally:
         store.close()
     info = {**(extra or {}), "unavailable": unavailable, "score_cache": str(store.path), "data": str(data)}
@@ -616,20 +704,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import sys
 
     from .llm import load_llm
+    from .ray_run import ray_settings
     from .scoring import default_head
     from .uhead import load_head, read_config
 
     if not Path(args.data).is_file():
         raise InputError(f"No data file {args.data}.")
-    policy = _policy(args.threshold)
+    policy: Policy = parse_policy(args.threshold)
+    if args.thresholds_from:
+        if args.threshold != "default":
+            raise InputError("Give --threshold or --thresholds-from, not both.")
+        if not Path(args.thresholds_from).is_file():
+            raise InputError(f"No validation file {args.thresholds_from}.")
+    ray = ray_settings(args, rows_per_batch=16)  # refuses --ray without Ray installed, before the model loads
     if args.head:
         read_config(args.head)  # refuse a missing or broken head before the model loads
     loaded = load_items(args.data, args.format)  # refuse an unreadable file before the model loads
     if not loaded[0]:
         raise InputError(f"No usable rows in {args.data} (format {args.format}).")
-    methods, explicit = resolve_methods(args.methods, args.prm_family, args.trust_remote_code)
-    llm = load_llm(args.model)
+    methods, explicit = resolve_methods(args.methods, args.prm_family, args.trust_remote_code, evaluation=True)
     from .scorers import SCORERS
+
+    # position and length baselines alone need no model: the run then loads none
+    llm = load_llm(args.model) if any(getattr(SCORERS[m], "needs_model", True) for m in methods) else None
 
     head, head_from, unavailable = None, None, {}
     if any(SCORERS[m].needs_head for m in methods):
@@ -648,23 +745,45 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 methods = [m for m in methods if m not in dropped]
     if not methods:
         raise InputError("No method left to run.")
-    extra = {"model": llm.name, "head": head_from, "unavailable": unavailable}
+    extra = {"model": llm.name if llm is not None else None, "head": head_from, "unavailable": unavailable}
     store = None
-    if args.store:
+    if args.store and llm is not None:
         from .featstore import FeatureStore
         from .internals import CaptureSpec
         from .uhead import base_info
 
         spec = head.spec if head is not None else CaptureSpec()
         store = FeatureStore(args.store, spec, base_info(llm))
+        store.merge_parts()  # captures parallel workers left when a run was stopped
+    runner = None
+    if ray is not None:
+        from .ray_run import RayRunner
+        from .workers import EvaluateRecipe, ModelRecipe, open_evaluate
+
+        recipe = EvaluateRecipe(
+            ModelRecipe.of(llm), tuple(methods), tuple(sorted(explicit)),
+            str(Path(head_from).resolve()) if head is not None and head_from else None, args.allow_other_build,
+            args.prm_family, args.trust_remote_code,
+            str(store.root.resolve()) if store is not None else None,
+            store.spec.to_dict() if store is not None else None,
+        )
+        runner = RayRunner(open_evaluate, recipe, ray, what="labelled chains")
     try:
+        if args.thresholds_from:  # a report's cuts, or a labelled file evaluated first next to --out
+            val_out = Path(args.out).with_name(Path(args.out).stem + ".val.json")
+            policy = from_validation(
+                args.thresholds_from,
+                lambda p: evaluate(p, args.format, llm, methods, val_out, head, 0, "default", explicit, extra=extra,
+                                   store=store),
+            )
         report = evaluate(
             args.data, args.format, llm, methods, args.out, head, args.limit, policy, explicit, extra=extra,
-            loaded=loaded, store=store,
+            loaded=loaded, store=store, runner=runner,
         )
     finally:
         if store is not None:
             store.close()
+            store.merge_parts()  # what Ray workers captured (each into a part of its own)
     sys.stdout.write(markdown_table(report))
     html = Path(args.out).with_suffix(".html")
     logger.info("Wrote %s%s", args.out, f" and {html}" if html.is_file() else "")
@@ -689,6 +808,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default="default",
         help="default (head's stored one for uhead, 0.5 otherwise), best (max F1 on this data), or a number",
     )
+    p.add_argument(
+        "--thresholds-from",
+        default=None,
+        metavar="VAL",
+        help="each method's F1 threshold: its best on VAL, an evaluate report or a labelled file in --format "
+        "(evaluated first, into <out>.val.json)",
+    )
     p.add_argument("--head", default=None, help="head checkpoint folder (default: a matching one in checkpoints/)")
     p.add_argument("--model", default=None, help="packaged name, local folder or hub id")
     p.add_argument("--allow-other-build", action="store_true", help="use a head trained on another build of the model")
@@ -697,5 +823,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--store", default=None, help="feature store folder: reuse captures made by `features` (and keep new ones)"
     )
+    from .ray_run import add_ray_arguments
+
+    add_ray_arguments(p, "labelled chains per Ray task (default 16)")
     p.set_defaults(func=cmd_evaluate)
     return p

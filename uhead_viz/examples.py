@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import settings
+from .public import shown_path
 from .scorers.combined import combine
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,8 @@ def load(engine: Any, question: str, root: str | Path | None = None) -> tuple[di
         a = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         return None, f"the stored result {p.name} is unreadable ({e.__class__.__name__})"
+    if isinstance(a.get("head"), dict):  # stored before head paths were made relative
+        a["head"]["path"] = shown_path(a["head"].get("path"))
     model = engine.model_info()
     if (a.get("model") or {}).get("fingerprint") != model["fingerprint"]:
         return None, f"it was built with {(a.get('model') or {}).get('name')}, not this model's weights"

@@ -13,6 +13,10 @@ appended, so a killed job leaves at worst an orphan shard that nothing points to
 recomputes those chains and writes a new shard; nothing is lost or duplicated. The key is
 ``chain_key`` (a hash of the exact prompt and chain token ids), so the same chain text
 under another id is stored once and a changed chain is never served stale features.
+
+Parallel workers (``features --ray``) never write this folder's index: each fills a store of
+its own under ``parts/`` (``WorkerStore``), and ``merge_parts`` moves their shards in when
+the run ends, or when the store is next opened by a command after a run was killed.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ import json
 import logging
 import os
 import re
+import shutil
+import socket
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 META = "meta.json"
 INDEX = "index.jsonl"
+PARTS = "parts"
 _SHARD_RE = re.compile(r"shard-(\d+)\.safetensors$")
 
 
@@ -96,12 +104,14 @@ class FeatureStore:
                 self.index[k] = row
         self._buf.clear()
 
-    def absorb(self, other: str | Path) -> int:
+    def absorb(self, other: str | Path, move: bool = False) -> int:
         """Copy in the chains of another store with the same recipe; returns how many were new.
 
         A store has one writer at a time, so parallel ``features`` jobs (one per GPU
         process or machine) each fill a store of their own and are merged here before
-        training. Shards are copied whole and renamed into this store's numbering.
+        training. Shards are copied whole and renamed into this store's numbering; with
+        ``move`` (the other store is discarded afterwards), a shard whose chains are all
+        new is renamed instead of rewritten.
         """
         if not (Path(other) / META).is_file():
             raise InputError(f"{other} is not a feature store (no {META}).")
@@ -116,16 +126,37 @@ class FeatureStore:
         with ResumableWriter(self.root / INDEX, id_key="key") as w:
             for shard, rows in sorted(by_shard.items()):
                 name = f"shard-{self._next:05d}.safetensors"
-                tmp = self.root / (name + ".tmp")
-                with safe_open(str(src.root / shard), framework="pt") as f:
-                    save_file({r["key"]: f.get_tensor(r["key"]) for r in rows}, str(tmp))
-                os.replace(tmp, self.root / name)  # the shard is whole before its index lines exist
+                whole = sum(1 for r in src.index.values() if r["shard"] == shard) == len(rows)
+                if move and whole:
+                    os.replace(src.root / shard, self.root / name)
+                else:
+                    tmp = self.root / (name + ".tmp")
+                    with safe_open(str(src.root / shard), framework="pt") as f:
+                        save_file({r["key"]: f.get_tensor(r["key"]) for r in rows}, str(tmp))
+                    os.replace(tmp, self.root / name)  # the shard is whole before its index lines exist
                 self._next += 1
                 for r in rows:
                     row = {**r, "shard": name}
                     w.write(row)
                     self.index[r["key"]] = row
                 added += len(rows)
+        return added
+
+    def merge_parts(self) -> int:
+        """Absorb, then delete, the worker stores under ``parts/``; returns how many chains were new.
+
+        Only the process that owns this store calls it, while no worker is writing.
+        """
+        added = 0
+        parts = self.root / PARTS
+        for part in sorted(parts.iterdir()) if parts.is_dir() else []:
+            if (part / META).is_file():
+                added += self.absorb(part, move=True)
+            shutil.rmtree(part, ignore_errors=True)
+        if parts.is_dir() and not any(parts.iterdir()):
+            parts.rmdir()
+        if added:
+            logger.info("Merged %d chains captured by parallel workers into %s", added, self.root)
         return added
 
     def close(self) -> None:
@@ -152,3 +183,33 @@ class FeatureStore:
                 for k in ks:
                     out[k] = (f.get_tensor(k), self.index[k]["spans"])
         return out
+
+
+class WorkerStore:
+    """One parallel worker's view of a store: reads the store, writes a store of its own under
+    ``parts/`` (the folder's index has one writer, the process that merges)."""
+
+    def __init__(self, root: str | Path, spec: CaptureSpec, base: dict[str, Any]) -> None:
+        self.main = FeatureStore(root, spec, base)  # read only here: refuses another model or recipe
+        name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.part = FeatureStore(self.main.root / PARTS / name, spec, base)
+        self.spec = spec
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.main or key in self.part
+
+    def __len__(self) -> int:
+        return len(self.main) + len(self.part)
+
+    def add(self, key: str, row_id: str, feats: torch.Tensor, spans: list[list[int]] | list[tuple[int, int]]) -> None:
+        if key not in self.main:
+            self.part.add(key, row_id, feats, spans)
+
+    def load(self, keys: list[str] | None = None) -> dict[str, tuple[torch.Tensor, list[list[int]]]]:
+        return {**self.main.load(keys), **self.part.load(keys)}
+
+    def flush(self) -> None:
+        self.part.flush()
+
+    def close(self) -> None:
+        self.part.close()

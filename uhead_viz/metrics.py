@@ -91,18 +91,14 @@ def best_threshold(gold_first: Sequence[int], scores: Sequence[Sequence[float]])
     Chosen on validation data and stored with a head, so the app's "first likely wrong
     step" uses a cut that was measured rather than 0.5.
     """
-    cands = sorted({round(float(p), 6) for s in scores for p in s})
-    if not cands:
+    grid = threshold_grid(scores)
+    if not grid:
         return 0.5, float("nan")
-    # midpoints between observed scores, plus the ends, so "exceeds" can split any pair
-    grid = [cands[0] - 1e-6] + [(a + b) / 2 for a, b in zip(cands, cands[1:])] + [cands[-1]]
-    if len(grid) > 400:
-        grid = [grid[int(i)] for i in np.linspace(0, len(grid) - 1, 400)]
+    f1 = f1_over_thresholds(gold_first, scores, grid)
     best = (0.5, -1.0)
-    for t in grid:
-        f1 = processbench(gold_first, scores, t)["f1"]
-        if not math.isnan(f1) and f1 > best[1]:
-            best = (float(t), f1)
+    for t, v in zip(grid, f1.tolist()):  # the first of equal maxima, as a scan in grid order finds it
+        if not math.isnan(v) and v > best[1]:
+            best = (float(t), v)
     return best if best[1] >= 0 else (0.5, float("nan"))
 
 
@@ -115,3 +111,66 @@ def summary(labels: Sequence[Sequence[int | None]], scores: Sequence[Sequence[fl
         "ece": ece(labels, scores),
         **processbench(gold, scores, threshold),
     }
+
+
+def f1_over_thresholds(
+    gold_first: Sequence[int], scores: Sequence[Sequence[float]], thresholds: Sequence[float]
+) -> np.ndarray:
+    """ProcessBench F1 at each threshold, as ``processbench`` computes it, for a whole grid at once.
+
+    The predicted first error is the first step whose p_error exceeds t, so a chain with its
+    first error at g is found exactly when every earlier step is <= t < p_g, and a chain
+    without one when all its steps are <= t: two interval tests per chain, not a scan per t.
+    NaN where a class of chains is missing.
+    """
+    if len(gold_first) != len(scores):
+        raise ValueError(f"{len(gold_first)} chains but {len(scores)} score lists")
+    t = np.asarray(thresholds, dtype=np.float64)
+    lo, hi, top = [], [], []
+    for g, s in zip(gold_first, scores):
+        s = [float(x) for x in s]
+        if g == -1:
+            top.append(max(s) if s else -math.inf)
+        elif 0 <= g < len(s):
+            lo.append(max(s[:g]) if g else -math.inf)
+            hi.append(s[g])
+        else:  # the first error lies past the scored steps: never found exactly
+            lo.append(math.inf)
+            hi.append(-math.inf)
+    if not lo or not top:
+        return np.full(t.shape, np.nan)
+    lo_a, hi_a, top_a = np.asarray(lo)[:, None], np.asarray(hi)[:, None], np.asarray(top)[:, None]
+    ea = ((lo_a <= t) & (t < hi_a)).mean(axis=0)
+    ca = (top_a <= t).mean(axis=0)
+    denom = ea + ca
+    return np.where(denom > 0, 2 * ea * ca / np.where(denom > 0, denom, 1.0), 0.0)
+
+
+def threshold_grid(scores: Sequence[Sequence[float]], max_points: int = 400) -> list[float]:
+    """Candidate thresholds: below the lowest score, midpoints between observed scores, the highest."""
+    cands = sorted({round(float(p), 6) for s in scores for p in s})
+    if not cands:
+        return []
+    grid = [cands[0] - 1e-6] + [(a + b) / 2 for a, b in zip(cands, cands[1:])] + [cands[-1]]
+    if len(grid) > max_points:
+        grid = [grid[int(i)] for i in np.linspace(0, len(grid) - 1, max_points)]
+    return grid
+
+
+def bootstrap_indices(n_units: int, rounds: int = 2000, seed: int = 0) -> np.ndarray:
+    """``rounds`` resamples (with replacement) of ``n_units`` units, e.g. problems: shape (rounds, n_units).
+
+    Units are what is independent (a problem's steps and alternatives are not), and two methods
+    compared on the same draws make a paired bootstrap.
+    """
+    return np.random.default_rng(seed).integers(0, n_units, size=(rounds, n_units))
+
+
+def percentile_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` interval of bootstrap values; NaN draws (a resample without a class) are dropped."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan")
+    a = (1 - level) / 2 * 100
+    return float(np.percentile(v, a)), float(np.percentile(v, 100 - a))

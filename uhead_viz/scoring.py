@@ -200,22 +200,44 @@ def default_head(llm: Any, allow_other_build: bool = False) -> tuple[UHead | Non
     return None, f"none of the {len(reasons)} heads in {dirs} fits it (first: {reasons[0]})"
 
 
-def score_file(
-    input_path: str | Path,
-    output_path: str | Path,
-    llm: Any,
-    scorers: dict[str, Scorer],
-    batch_size: int = 8,
-    limit: int = 0,
-) -> tuple[int, int]:
-    """Score a JSONL file into another, resumably; returns (rows written, rows skipped).
+def score_batch(
+    rows: list[dict[str, Any]], llm: Any, scorers: dict[str, Scorer], on_row: Any = None
+) -> list[dict[str, Any]]:
+    """Rows in, rows out: one result per row, in order, ``{"row": scored row}`` or ``{"error": why}``.
 
-    Bad rows are reported with their line number and skipped. Each batch's chains are
-    captured one by one (the progress bar moves per chain), scored by every method
-    together, and written at once, so an interrupted run loses at most one batch.
+    The one implementation of batch scoring: ``score_file`` calls it in this process and
+    every Ray worker calls it on its share (``ray_run``), so a row's scores do not depend on
+    what ran them. Results depend on the batch only through the head's padded batch pass,
+    so both paths cut the same batches. A malformed row (RowError, ValueError) is reported
+    in its result and the rest of the batch goes on; anything else is a bug and propagates.
+    ``on_row`` is called after each row's capture (progress).
     """
-    from tqdm import tqdm
+    caches = {id(s.cache): s.cache for s in scorers.values()}
+    for c in caches.values():
+        c.max_items = max(c.max_items, 2 * len(rows))
+    out: list[dict[str, Any]] = [{} for _ in rows]
+    batch: list[tuple[int, dict[str, Any], Chain]] = []
+    for i, row in enumerate(rows):
+        try:
+            chain = row_to_chain(row, llm)
+            for c in caches.values():
+                c.get(chain)  # the one forward pass every method reads
+            batch.append((i, row, chain))
+        except (RowError, ValueError) as e:
+            out[i] = {"error": str(e)}
+        if on_row is not None:
+            on_row()
+    if batch:
+        for (i, row, _), scores in zip(batch, score_chains([c for _, _, c in batch], scorers)):
+            out[i] = {"row": attach(row, scores, llm, scorers)}
+    return out
 
+
+def score_todo(input_path: str | Path, limit: int = 0) -> tuple[list[tuple[int, str, dict[str, Any]]], int]:
+    """The rows of a chains file to score, as (line, id, row), and how many lines were unreadable.
+
+    A row without an id gets ``<file stem>-<line - 1>``, so a resumed run recognizes it.
+    """
     todo = []
     skipped = 0
     stem = Path(input_path).stem
@@ -229,30 +251,53 @@ def score_file(
         todo.append((lineno, str(row["id"]), row))
     if limit:
         todo = todo[:limit]
-    caches = {id(s.cache): s.cache for s in scorers.values()}
-    for c in caches.values():
-        c.max_items = max(c.max_items, 2 * batch_size)
+    return todo, skipped
+
+
+def score_file(
+    input_path: str | Path,
+    output_path: str | Path,
+    llm: Any = None,
+    scorers: dict[str, Scorer] | None = None,
+    batch_size: int = 8,
+    limit: int = 0,
+    runner: Any = None,
+) -> tuple[int, int]:
+    """Score a JSONL file into another, resumably; returns (rows written, rows skipped).
+
+    Bad rows are reported with their line number and skipped. The pending rows are cut
+    into batches of ``batch_size``; each batch goes through ``score_batch`` (here, with
+    ``llm`` and ``scorers``, or wherever ``runner`` sends it: ``runner(batches)`` yields
+    each batch's results in order, as ``ray_run.RayRunner`` does) and is written as soon
+    as its results arrive, in input order, so an interrupted run loses at most the
+    batches in flight.
+    """
+    from tqdm import tqdm
+
+    todo, skipped = score_todo(input_path, limit)
     written = 0
+    size = max(1, batch_size)
     with ResumableWriter(output_path) as w:
         pending = [t for t in todo if t[1] not in w.done]
         logger.info("%d rows, %d already scored, %d to score", len(todo), len(todo) - len(pending), len(pending))
+        chunks = [pending[s : s + size] for s in range(0, len(pending), size)]
         bar = tqdm(total=len(pending), desc="scoring", unit="chain")
-        for s in range(0, len(pending), max(1, batch_size)):
-            batch = []
-            for lineno, rid, row in pending[s : s + batch_size]:
-                try:
-                    chain = row_to_chain(row, llm)
-                    for c in caches.values():
-                        c.get(chain)  # the one forward pass every method reads
-                    batch.append((row, chain))
-                except (RowError, ValueError) as e:
-                    logger.warning("Skipping %s line %d (id %s): %s", input_path, lineno, rid, e)
+        if runner is None:
+            if llm is None or scorers is None:
+                raise ValueError("score_file needs llm and scorers, or a runner")
+            tick = lambda: bar.update(1)  # noqa: E731
+            results = (score_batch([row for _, _, row in c], llm, scorers, on_row=tick) for c in chunks)
+        else:
+            results = runner([[row for _, _, row in c] for c in chunks])
+        for chunk, res in zip(chunks, results):
+            for (lineno, rid, _), r in zip(chunk, res):
+                if "error" in r:
+                    logger.warning("Skipping %s line %d (id %s): %s", input_path, lineno, rid, r["error"])
                     skipped += 1
-                bar.update(1)
-            if not batch:
-                continue
-            for (row, _), scores in zip(batch, score_chains([c for _, c in batch], scorers)):
-                w.write(attach(row, scores, llm, scorers))
-                written += 1
+                else:
+                    w.write(r["row"])
+                    written += 1
+            if runner is not None:
+                bar.update(len(chunk))
         bar.close()
     return written, skipped

@@ -38,33 +38,49 @@ from .features import token_features
 from .internals import CaptureSpec
 from .jsonl import problem_of
 from .scorers.base import chain_key
+from .scoring import row_to_chain
 from .uhead import UHead, UHeadConfig, collate, save_head
 
 logger = logging.getLogger(__name__)
 STATE = ".train_state"
 
 
-def extract_features(rows: Iterable[dict[str, Any]], llm: Any, store: FeatureStore, spec: CaptureSpec) -> int:
-    """Capture and store the features of every row not yet in ``store``; returns how many were added."""
-    from .capture import TrunkCache
-    from .scoring import row_to_chain
+def capture_rows(rows: list[dict[str, Any]], llm: Any, store: Any, spec: CaptureSpec, trunks: Any = None) -> list[dict]:
+    """Rows in, one result per row out: ``{"id", "status": "added" | "stored" | "error", "error"?}``.
 
-    rows = list(rows)
-    added = 0
-    trunks = TrunkCache()  # rows that branch off an earlier row's steps run only their new tokens
-    bar = tqdm(rows, desc="features", unit="chain")
-    for row in bar:
+    Captures and adds the features of each row whose chain is not yet in ``store`` (a
+    ``FeatureStore``, or a parallel worker's ``WorkerStore``). The one implementation of
+    feature capture: ``extract_features`` calls it here, Ray workers on their share.
+    """
+    out = []
+    for row in rows:
+        rid = str(row.get("id"))
         try:
             chain = row_to_chain(row, llm)
         except RowError as e:
-            logger.warning("Skipping row %s: %s", row.get("id"), e)
+            out.append({"id": rid, "status": "error", "error": str(e)})
             continue
         key = chain_key(chain)
         if key in store:
+            out.append({"id": rid, "status": "stored"})
             continue
         internals = teacher_force(llm, chain, spec, trunks=trunks)
-        store.add(key, str(row.get("id")), token_features(internals, spec), chain.spans)
-        added += 1
+        store.add(key, rid, token_features(internals, spec), chain.spans)
+        out.append({"id": rid, "status": "added"})
+    return out
+
+
+def extract_features(rows: Iterable[dict[str, Any]], llm: Any, store: FeatureStore, spec: CaptureSpec) -> int:
+    """Capture and store the features of every row not yet in ``store``; returns how many were added."""
+    from .capture import TrunkCache
+
+    added = 0
+    trunks = TrunkCache()  # rows that branch off an earlier row's steps run only their new tokens
+    for row in tqdm(list(rows), desc="features", unit="chain"):
+        (r,) = capture_rows([row], llm, store, spec, trunks)
+        if r["status"] == "error":
+            logger.warning("Skipping row %s: %s", row.get("id"), r["error"])
+        added += r["status"] == "added"
     store.flush()
     return added
 

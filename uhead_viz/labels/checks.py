@@ -331,18 +331,66 @@ def _norm_text(s: str) -> str:
     return re.sub(r"\s+", "", s).lower()
 
 
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=REL_TOL, abs_tol=1e-9)
+
+
+_LIST_SEP = re.compile(r"\s*(?:;|,(?!\d{3}(?!\d))|\\text\{\s*(?:and|or)\s*\}|\b(?:and|or)\b)\s*")
+_VAR_PREFIX = re.compile(r"^[A-Za-z]\w*\s*=\s*")
+
+
+def stated_values(text: str) -> list[float]:
+    """Every number an answer states as a value of its own: each side of ``x = 3``, ``3 and 5``,
+    ``\\frac{1}{2}``, ``$18``; a number that is part of a larger expression (``2\\sqrt{3}``,
+    ``x^2``, ``3x``) is not one."""
+    s = FRAC_RE.sub(r"((\1)/(\2))", _clean_answer(text))
+    out: list[float] = []
+    for m in RUN_RE.finditer(s):
+        sides = m.group(0).split("=")
+        before, after = s[: m.start()][-1:], s[m.end() : m.end() + 1]
+        if before and (before.isalnum() or before in "^_{\\"):
+            sides[0] = ""  # ``x^2 = 4``: the 2 is an exponent, the 4 a value
+        if after and (after.isalnum() or after in "^_{\\"):
+            sides[-1] = ""  # ``= 2\\sqrt{3}``, ``= 3x``
+        for side in sides:
+            v = safe_eval(_strip_parens(side), percent=False) if side.strip() else None
+            if v is not None:
+                out.append(v)
+    return out
+
+
+def gold_values(gold: str) -> list[float] | None:
+    """The numbers of a list-valued gold answer (``2, 3``, ``(3,5)``, ``x=1 or x=-2``), or None."""
+    s = _strip_parens(FRAC_RE.sub(r"((\1)/(\2))", _clean_answer(gold)))
+    parts = [p for p in _LIST_SEP.split(s) if p.strip()]
+    if len(parts) < 2:
+        return None
+    vals = [safe_eval(_strip_parens(_VAR_PREFIX.sub("", p)), percent=False) for p in parts]
+    return None if any(v is None for v in vals) else [v for v in vals if v is not None]
+
+
 def answer_correct(answer: str | None, reference: str | None) -> bool | None:
-    """Does the chain's answer match the gold? None without a reference; False when it is missing."""
+    """Does the chain's answer match the gold? None without a reference; False when it is missing.
+
+    A numeric gold matches when the answer's number (see ``answer_value``) or any number it
+    states as a value of its own (``stated_values``: "18 dollars a day, 126 a week") equals it;
+    a list-valued gold (two-part answers: ``2, 3``) when the answer states the same numbers in any
+    order; any other gold as normalized text.
+    """
     gold = reference_answer(reference)
     if gold is None:
         return None
     if answer is None or not str(answer).strip():
         return False
     g = answer_value(gold, whole_only=True)
-    if g is None:
-        return _norm_text(str(answer)) == _norm_text(gold)
-    a = answer_value(str(answer))
-    return a is not None and math.isclose(a, g, rel_tol=REL_TOL, abs_tol=1e-9)
+    if g is not None:
+        a = answer_value(str(answer))
+        return (a is not None and _close(a, g)) or any(_close(v, g) for v in stated_values(str(answer)))
+    parts = gold_values(gold)
+    if parts is not None:
+        said = sorted(stated_values(str(answer)))
+        return len(said) == len(parts) and all(_close(a, b) for a, b in zip(said, sorted(parts)))
+    return _norm_text(str(answer)) == _norm_text(gold)
 
 
 def step_result(text: str) -> float | None:

@@ -140,13 +140,16 @@ def _steps_of(value: Any) -> list[str]:
     return [str(s) for s in list(value)]
 
 
-def prm800k_rows(parquet_path: str | Path, neutral_as: int | None = 0) -> list[dict[str, Any]]:
+def prm800k_rows(
+    parquet_path: str | Path, neutral_as: int | None = 0, id_prefix: str = "prm800k-p1t", source: str = PRM800K_SOURCE
+) -> list[dict[str, Any]]:
     """PRM800K phase-1 stepwise rows rebuilt into labelled chains (see the module docstring).
 
     Ratings map -1 -> 1 (wrong), +1 -> 0, 0 (neutral, "reasonable but not helpful") ->
     ``neutral_as`` (0, 1 or None), null (human-written steps, unrated ones) -> None. Ids are
-    stable across runs: ``prm800k-p1t-<problem hash>-main`` for a trajectory and
-    ``prm800k-p1t-<problem hash>-<depth>-<step hash>`` for a branch.
+    stable across runs: ``<id_prefix>-<problem hash>-main`` for a trajectory and
+    ``<id_prefix>-<problem hash>-<depth>-<step hash>`` for a branch (``id_prefix`` and ``source``
+    tell the phase-1 train file's rows from the test file's).
     """
     if neutral_as not in (0, 1, None):
         raise ValueError(f"neutral_as must be 0, 1 or None, not {neutral_as!r}")
@@ -178,7 +181,7 @@ def prm800k_rows(parquet_path: str | Path, neutral_as: int | None = 0) -> list[d
     out: list[dict[str, Any]] = []
     n_unrated = n_bad = 0
     for problem, rows in problems.items():
-        pid = f"prm800k-p1t-{_short_hash(problem, 10)}"
+        pid = f"{id_prefix}-{_short_hash(problem, 10)}"
         trajectory = max((p for p, _ in rows), key=len)
         if any(p != trajectory[: len(p)] for p, _ in rows):
             logger.warning("PRM800K problem %s: prefixes do not nest into one trajectory; skipped", pid)
@@ -198,7 +201,7 @@ def prm800k_rows(parquet_path: str | Path, neutral_as: int | None = 0) -> list[d
             main_labels.append(last["label"])
             main_answer = last["answer"]
         if main_steps:
-            out.append(_prm_row(f"{pid}-main", problem, main_steps, main_labels, main_answer))
+            out.append(_prm_row(f"{pid}-main", problem, main_steps, main_labels, main_answer, source))
         for (prefix, step), r in rows.items():
             k = len(prefix)
             if r is last or (k < depth and step == trajectory[k]):
@@ -207,7 +210,9 @@ def prm800k_rows(parquet_path: str | Path, neutral_as: int | None = 0) -> list[d
                 n_unrated += 1
                 continue
             rid = f"{pid}-{k:02d}-{_short_hash(step, 8)}"
-            out.append(_prm_row(rid, problem, list(prefix) + [step], traj_labels[:k] + [r["label"]], r["answer"]))
+            out.append(
+                _prm_row(rid, problem, list(prefix) + [step], traj_labels[:k] + [r["label"]], r["answer"], source)
+            )
     n_steps = sum(len(r["steps"]) for r in out)
     n_wrong = sum(lab == 1 for r in out for lab in r["labels"])
     logger.info(
@@ -225,8 +230,10 @@ def prm800k_rows(parquet_path: str | Path, neutral_as: int | None = 0) -> list[d
     return out
 
 
-def _prm_row(rid: str, problem: str, steps: list[str], labels: list[int | None], answer: str | None) -> dict[str, Any]:
-    return {"id": rid, "problem": problem, "steps": steps, "labels": labels, "source": PRM800K_SOURCE, "answer": answer}
+def _prm_row(
+    rid: str, problem: str, steps: list[str], labels: list[int | None], answer: str | None, source: str
+) -> dict[str, Any]:
+    return {"id": rid, "problem": problem, "steps": steps, "labels": labels, "source": source, "answer": answer}
 
 
 def to_processbench(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,0 +1,103 @@
+"""Scoring on Ray gives the single-process output, row for row, and survives a worker's death.
+
+These tests start a two-CPU Ray cluster in this process (10-20 s) and load a tiny model
+built in code into each of its workers. They skip where Ray is not installed (``make ray``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (make ray, or pip install -r requirements-ray.txt)")
+
+from tiny_models import build_model, build_tokenizer  # noqa: E402
+
+from uhead_viz.cli import main  # noqa: E402
+from uhead_viz.llm import load_llm  # noqa: E402
+from uhead_viz.uhead import UHead, save_head  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = {"d_model": 32, "n_heads": 4, "d_ff": 64, "n_layers": 2}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray cluster of two CPUs whose workers import the package and this folder."""
+    env = {"UHEAD_VIZ_PRECISION": "fp32", "OMP_NUM_THREADS": "1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    path = os.pathsep.join([str(ROOT), str(ROOT / "tests")])
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {**env, "PYTHONPATH": path}})
+    yield
+    ray.shutdown()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, cluster):
+    """A tiny model folder, a head for it, a chains file, and its single-process scores."""
+    tmp = tmp_path_factory.mktemp("ray")
+    tok = build_tokenizer()
+    model = build_model("llama", tok, seed=3)
+    model.save_pretrained(tmp / "tiny")
+    tok.save_pretrained(tmp / "tiny")
+    llm = load_llm(str(tmp / "tiny"))
+    save_head(UHead.for_llm(llm, mode="causal", **SIZES).eval(), tmp / "head")
+    lines = []
+    for i in range(11):
+        steps = [f"{i * 4} / 2 = {i * 2} clips in May.", f"{i * 4} + {i * 2} = {i * 6} clips."][: 1 + i % 2]
+        lines.append(json.dumps({"id": f"r{i}", "problem": f"Natalia sold {i * 4} clips. How many in all?",
+                                 "steps": steps * (1 + i % 3)}))
+    lines.insert(4, json.dumps({"id": "bad", "problem": "No steps here."}))
+    lines.insert(7, "{not json")
+    src = tmp / "chains.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    common = ["--input", str(src), "--model", str(tmp / "tiny"), "--head", str(tmp / "head"), "--batch-size", "2"]
+    expected = tmp / "one-process.jsonl"
+    assert main(["score", *common, "--output", str(expected)]) == 0
+    return tmp, common, expected.read_text()
+
+
+def test_score_on_ray_equals_one_process_row_for_row(setup, caplog):
+    tmp, common, expected = setup
+    out = tmp / "ray.jsonl"
+    ray_args = ["--ray", "--ray-actors", "2", "--ray-batch-size", "4"]
+    with caplog.at_level("INFO"):
+        assert main(["score", *common, "--output", str(out), *ray_args]) == 0
+    assert "Ray plan: 12 chains in 3 tasks" in caplog.text and "2 actor(s) x (1 CPU, 0 GPU)" in caplog.text
+    assert "(id bad)" in caplog.text  # the malformed row is reported and skipped, as in one process
+    assert len(expected.splitlines()) == 11 and '"uhead"' in expected
+    assert out.read_text() == expected
+
+
+def test_a_worker_that_dies_is_replaced_and_a_resumed_run_writes_every_row_once(setup, caplog):
+    from ray_support import dying_open_score
+
+    from uhead_viz.evaluate import resolve_methods
+    from uhead_viz.ray_run import RayRunner, RaySettings
+    from uhead_viz.scoring import score_file
+    from uhead_viz.workers import ModelRecipe, ScoreRecipe
+
+    tmp, _, expected = setup
+    llm = load_llm(str(tmp / "tiny"))
+    recipe = ScoreRecipe(ModelRecipe.of(llm), tuple(resolve_methods(None)[0]), str(tmp / "head"))
+    marker = tmp / "died.txt"
+    runner = RayRunner(dying_open_score, (recipe, str(marker), "r7"), RaySettings(rows_per_task=2, actors=2))
+    out = tmp / "survived.jsonl"
+    out.write_text("\n".join(expected.splitlines()[:4]) + "\n")  # a run stopped after four rows
+    with caplog.at_level("INFO"):
+        written, skipped = score_file(tmp / "chains.jsonl", out, batch_size=2, runner=runner)
+    assert "4 already scored, 8 to score" in caplog.text  # the written rows are not sent again
+    assert marker.exists()  # a worker did die, on r7
+    ids = [json.loads(x)["id"] for x in out.read_text().splitlines()]
+    assert sorted(ids) == sorted(f"r{i}" for i in range(11)) and len(ids) == len(set(ids))
+    assert (written, skipped) == (7, 2)
+    assert out.read_text() == expected

@@ -1,0 +1,62 @@
+"""Parallel workers' captures reach the feature store without a manual step.
+
+Each worker fills a part of its own (``WorkerStore``) and the owner of the store merges the
+parts (``merge_parts``), at the end of a run or on the next open after a run was stopped.
+No Ray here: the workers are objects in this process, as each Ray actor holds one.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from uhead_viz.capture import CaptureSpec, TrunkCache
+from uhead_viz.featstore import PARTS, FeatureStore, WorkerStore
+from uhead_viz.train import capture_rows, extract_features
+from uhead_viz.uhead import base_info
+
+SPEC = CaptureSpec(window=3, top_k=2)
+BASE = {"name": "m", "fingerprint": "f"}
+
+
+def test_worker_parts_are_merged_once_and_then_removed(tmp_path):
+    with FeatureStore(tmp_path / "s", SPEC, BASE) as main:
+        main.add("k0", "r0", torch.zeros(2, 5), [[0, 2]])
+    a, b = WorkerStore(tmp_path / "s", SPEC, BASE), WorkerStore(tmp_path / "s", SPEC, BASE)
+    assert "k0" in a and a.part.root != b.part.root
+    a.add("k0", "r0", torch.ones(2, 5), [[0, 2]])  # already in the store: not captured again
+    for i in (1, 2):
+        a.add(f"k{i}", f"r{i}", torch.full((3, 5), float(i)), [[0, 3]])
+    b.add("k2", "r2", torch.full((3, 5), 2.0), [[0, 3]])  # the same chain on another worker
+    b.add("k3", "r3", torch.full((4, 5), 3.0), [[0, 1], [1, 4]])
+    a.flush()
+    b.flush()
+    b.add("k4", "r4", torch.full((1, 5), 4.0), [[0, 1]])  # never flushed: that worker was killed
+    store = FeatureStore(tmp_path / "s", SPEC, BASE)
+    assert store.merge_parts() == 3
+    assert not (tmp_path / "s" / PARTS).exists()
+    got = FeatureStore(tmp_path / "s", SPEC, BASE).load()  # what a later command sees on disk
+    assert sorted(got) == ["k0", "k1", "k2", "k3"]
+    assert torch.equal(got["k0"][0], torch.zeros(2, 5, dtype=torch.float16))
+    assert torch.equal(got["k3"][0], torch.full((4, 5), 3.0, dtype=torch.float16))
+    assert got["k3"][1] == [[0, 1], [1, 4]]
+    assert store.merge_parts() == 0
+
+
+def test_captures_through_workers_equal_one_process(tmp_path, llama_llm):
+    rows = [{"id": f"r{i}", "problem": f"What is {i} + {i}?", "steps": [f"{i} + {i} = {2 * i}.", "Done."]}
+            for i in range(6)]
+    rows.append({"id": "bad", "problem": "No steps."})
+    with FeatureStore(tmp_path / "one", SPEC, base_info(llama_llm)) as one:
+        assert extract_features(rows, llama_llm, one, SPEC) == 6
+    workers = [WorkerStore(tmp_path / "many", SPEC, base_info(llama_llm)) for _ in range(2)]
+    results = []
+    for k, w in enumerate(workers):  # rows dealt out as Ray deals out tasks
+        results += capture_rows(rows[k::2], llama_llm, w, SPEC, TrunkCache())
+        w.flush()
+    assert sorted(r["status"] for r in results) == ["added"] * 6 + ["error"]
+    many = FeatureStore(tmp_path / "many", SPEC, base_info(llama_llm))
+    assert many.merge_parts() == 6
+    want, got = FeatureStore(tmp_path / "one", SPEC, base_info(llama_llm)).load(), many.load()
+    assert sorted(want) == sorted(got)
+    for key, (feats, spans) in want.items():
+        assert torch.equal(feats, got[key][0]) and spans == got[key][1]
