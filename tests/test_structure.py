@@ -14,6 +14,14 @@ PACKAGE = ROOT / "uhead_viz"
 UI_MODULES = {"uhead_viz.render", "uhead_viz.plots", "uhead_viz.export"}
 UI_PACKAGE = "uhead_viz.ui"
 UI_IMPORTS = ("uhead_viz.render", "uhead_viz.plots", "uhead_viz.ui", "gradio", "plotly")
+# Cycles not yet broken, each with the move that breaks it. The test fails when one is
+# broken too, so the entry goes with it; no new cycle may join the list.
+KNOWN_CYCLES = [
+    # ``evaluate``'s command (cmd_evaluate, its --ray branch) builds the workers' recipe, and a
+    # worker calls ``evaluate``'s functions: moving the command into a CLI module above both
+    # (as ``cli_train`` is for training) breaks it.
+    ["uhead_viz.evaluate", "uhead_viz.workers"],
+]
 
 
 def module_files() -> dict[str, Path]:
@@ -113,7 +121,7 @@ def test_relative_imports_resolve_to_package_modules():
 def test_no_import_cycle_among_package_modules():
     """Counting imports inside functions too: a deferred import that closes a loop still ties two modules together."""
     graph = {m: {i for i in package_imports(m, top_level_only=False) if i in MODULES} for m in MODULES}
-    assert find_cycles(graph) == []
+    assert sorted(find_cycles(graph)) == sorted(KNOWN_CYCLES)
 
 
 def _is_ui(module: str) -> bool:
