@@ -25,7 +25,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from uhead_viz import allowlist, export, plots, render, settings
+from uhead_viz import allowlist, export, plots, render, settings, share
 from uhead_viz import examples as ex
 from uhead_viz.downloads import SessionDownloads
 from uhead_viz.engine import MAX_UPLOAD_BYTES, Engine, api_result, request_settings, verifier_names
@@ -319,12 +319,8 @@ def paste(problem, steps, answer, mode_label):
 
 # ----- files --------------------------------------------------------------------------------------
 def _progress_html(done: int, total: int, n_ok: int, errors: list[str]) -> str:
-    pct = 100 * done / max(total, 1)
-    bar = (
-        f'<div class="uv-hint">Scored {done} of {total} chains ({n_ok} ok, {len(errors)} problems)</div>'
-        f'<div style="height:8px;border-radius:4px;background:var(--background-fill-secondary);overflow:hidden">'
-        f'<div style="height:8px;width:{pct:.1f}%;background:#2c7bb6"></div></div>'
-    )
+    # the bar itself is Gradio's (gr.Progress in score_upload); this is the count and the problems
+    bar = f'<div class="uv-hint">Scored {done} of {total} chains ({n_ok} ok, {len(errors)} problems)</div>'
     if errors:
         items = "".join(f"<li>{render.esc(e)}</li>" for e in errors[:20])
         more = f"<li>… and {len(errors) - 20} more</li>" if len(errors) > 20 else ""
@@ -392,7 +388,7 @@ def _write_downloads(
     rows: list[dict[str, Any]], df: pd.DataFrame, report: dict | None, session: str | None = None
 ) -> list[str]:
     """The exports, in the session's own temporary folder (replacing its previous ones)."""
-    d = DOWNLOADS.fresh(session)
+    d = DOWNLOADS.fresh(session, "file")
     paths = [d / "step_scores.csv", d / "scored_chains.jsonl"]
     df.to_csv(paths[0], index=False, quoting=csv.QUOTE_NONNUMERIC)
     with open(paths[1], "w", encoding="utf-8") as f:
@@ -404,7 +400,7 @@ def _write_downloads(
     return [str(p) for p in paths]
 
 
-def score_upload(file, request: gr.Request = None) -> Iterator[tuple]:
+def score_upload(file, request: gr.Request = None, progress=gr.Progress()) -> Iterator[tuple]:  # noqa: B008 (Gradio reads the default)
     skip = gr.skip()
     if file is None:
         yield render.notice_html("Choose a JSON or JSONL file of chains first.", "warn"), skip, skip, skip, ""
@@ -416,6 +412,7 @@ def score_upload(file, request: gr.Request = None) -> Iterator[tuple]:
         errors: list[str] = []
         last = -1
         for done, total, rows, errors in model_score_file(path):
+            progress((done, total), desc="Scoring chains", unit="chains")
             if done == total or done - last >= max(1, total // 50):
                 last = done
                 df = steps_table(rows)
@@ -606,7 +603,8 @@ def build(holder: EngineHolder | None = None) -> gr.Blocks:
                         chain = gr.HTML(render.chain_html(None), elem_id="chain", js_on_load=render.STEP_CLICK_JS)
                         detail = gr.HTML(render.step_detail_html(None, None), elem_id="detail")
                         info = gr.HTML("", elem_id="ask-info")
-                        export.add_download_buttons(ask_state, mode, _mode, "ask")
+                        export.add_download_buttons(ask_state, mode, _mode, "ask", DOWNLOADS.fresh)
+                        link = share.link_box()
             with gr.Tab("Why", id="why", elem_id="tab-why"):
                 gr.Markdown("What is behind the selected step's score. Click a step in any chain to select it.")
                 step_dd = gr.Dropdown(choices=[], label="Step", elem_id="why-step")
@@ -650,7 +648,7 @@ def build(holder: EngineHolder | None = None) -> gr.Blocks:
                 file_chain = gr.HTML(render.placeholder_html("Click a row of the table to open its chain here."),
                                      elem_id="file-chain", js_on_load=render.STEP_CLICK_JS)
                 file_detail = gr.HTML("", elem_id="file-detail")
-                export.add_download_buttons(file_state, mode, _mode, "file")
+                export.add_download_buttons(file_state, mode, _mode, "file", DOWNLOADS.fresh)
             with gr.Tab("Paste a chain", id="paste", elem_id="tab-paste"):
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=4, min_width=320):
@@ -664,7 +662,7 @@ def build(holder: EngineHolder | None = None) -> gr.Blocks:
                         p_chain = gr.HTML(render.placeholder_html("Scored steps appear here."), elem_id="paste-chain",
                                           js_on_load=render.STEP_CLICK_JS)
                         p_detail = gr.HTML("", elem_id="paste-detail")
-                        export.add_download_buttons(paste_state, mode, _mode, "paste")
+                        export.add_download_buttons(paste_state, mode, _mode, "paste", DOWNLOADS.fresh)
             with gr.Tab("API", id="api"):
                 gr.Markdown(API_DOC)
 
@@ -701,6 +699,8 @@ def build(holder: EngineHolder | None = None) -> gr.Blocks:
             lambda: (HOLDER.status_html(), gr.Timer(1.0 if not HOLDER.ready.is_set() else 30.0)), None, [status, timer],
             api_visibility="private", show_progress="hidden",
         )
+        share.wire(demo, question=question, notice=info, link=link, state=ask_state, open_chain=show_example,
+                   open_inputs=[question, mode], open_outputs=ask_outs, **model_work)
         gr.api(analyze_api, api_name="analyze", **model_work)
         demo.unload(end_session)
     return demo

@@ -43,9 +43,10 @@ def step_llm(tokenizer):
     return make_step_llm(tokenizer)
 
 
-def put_head(llm, folder, mode="step", seed=0):
+def put_head(llm, folder, mode="step", seed=0, **kw):
     torch.manual_seed(seed)
-    head = UHead.for_llm(llm, CaptureSpec(window=4, top_k=3), d_model=32, n_layers=1, n_heads=2, d_ff=64, mode=mode)
+    spec = CaptureSpec(window=4, top_k=3)
+    head = UHead.for_llm(llm, spec, d_model=32, n_layers=1, n_heads=2, d_ff=64, mode=mode, **kw)
     head.eval()
     save_head(head, folder)
     return head
@@ -81,8 +82,9 @@ def test_live_capture_matches_teacher_forcing(step_llm):
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in step_llm.model.modules())
 
 
-def test_stream_scores_each_step_when_complete_and_equals_the_final_pass(step_llm, no_checkpoints):
-    put_head(step_llm, no_checkpoints / "h1")
+@pytest.mark.parametrize(("mode", "pool_body"), [("step", False), ("causal", True)])
+def test_stream_scores_each_step_when_complete_and_equals_the_final_pass(step_llm, no_checkpoints, mode, pool_body):
+    put_head(step_llm, no_checkpoints / "h1", mode=mode, pool_body=pool_body)
     eng = Engine(step_llm)
     assert eng.primary == "uhead"
     views, final = [], None

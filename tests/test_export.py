@@ -58,3 +58,15 @@ def test_nothing_to_export_and_file_names():
     assert export.export_chain({"question": "q", "steps": []}) is None
     assert export.file_stem({"question": "What is 17 * 23? <b>now</b>"}) == "uhead-viz-what-is-17-23-b-now-b"
     assert export.file_stem({"question": "∑∑"}) == "uhead-viz-chain"
+
+
+def test_app_exports_go_to_the_visitors_session_folder(tmp_path):
+    from uhead_viz.downloads import SessionDownloads
+
+    dl = SessionDownloads(tmp_path / "dl")
+    folder = dl.fresh("visitor1", "chain-ask")
+    files = dl.fresh("visitor1", "file")  # a scored file's exports do not remove the chain's
+    paths = export.export_chain(analysis(), "step", folder)
+    assert paths is not None and all(Path(p).parent == folder for p in paths) and files.is_dir()
+    dl.end("visitor1")
+    assert not any(Path(p).exists() for p in paths)

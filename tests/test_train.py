@@ -274,9 +274,9 @@ def test_steps_after_the_first_error_can_count_as_wrong_for_training_only():
     from uhead_viz.train import Example, _batch
 
     e = Example("a", "p", torch.zeros(6, 3), [[0, 2], [2, 4], [4, 6]], [0, 1, None], [0.6, 0.7, 0.0])
-    _, _, _, y, w = _batch([e], use_conf=True, after_error_weight=0.5)
+    *_, y, w = _batch([e], use_conf=True, after_error_weight=0.5)
     assert y[0].tolist() == [0.0, 1.0, 1.0] and w[0].tolist() == pytest.approx([0.6, 0.7, 0.5])
-    _, _, _, y, w = _batch([e], use_conf=False, after_error_weight=0.0)
+    *_, y, w = _batch([e], use_conf=False, after_error_weight=0.0)
     assert w[0].tolist() == [1.0, 1.0, 0.0]
 
 
@@ -291,7 +291,7 @@ def test_position_balancing_makes_position_alone_uninformative():
     exs = [ex([0, 0])] * 20 + [ex([0, 1])] * 10 + [ex([1, None])] * 10 + [ex([0, 1])] * 10
     pw = position_pos_weights(exs, use_conf=True, after_error_weight=0.0, min_pos=5)
     assert pw == pytest.approx([4.0, 1.0])
-    _, _, _, y, w = _batch(exs, use_conf=True, after_error_weight=0.0, pos_by_step=pw)
+    *_, y, w = _batch(exs, use_conf=True, after_error_weight=0.0, pos_by_step=pw)
     for k in (0, 1):  # weighted wrong == weighted fine at every position
         assert float((w[:, k] * y[:, k]).sum()) == pytest.approx(float((w[:, k] * (1 - y[:, k])).sum()))
     # a sparse late position shares the weight of the bucket it is pooled into

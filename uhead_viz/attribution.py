@@ -20,17 +20,20 @@ from typing import Any
 import torch
 
 
-def grad_x_input(head: Any, feats: torch.Tensor, spans: list[tuple[int, int]], k: int) -> tuple[torch.Tensor, float]:
-    """``[end_k, F]`` gradient x input of step k's logit, and the logit itself."""
+def grad_x_input(
+    head: Any, feats: torch.Tensor, spans: list[tuple[int, int]], k: int, bodies: list[tuple[int, int]] | None = None
+) -> tuple[torch.Tensor, float]:
+    """``[end_k, F]`` gradient x input of step k's logit, and the logit itself (``bodies``: see ``step_logits``)."""
     end = int(spans[k][1])
     dev = next(head.parameters()).device
     # inference-mode tensors cannot enter autograd; a clone made outside that mode can
     with torch.inference_mode(False), torch.enable_grad():
         x = feats[:end].detach().clone().to(dev).float().requires_grad_(True)
         if head.config.mode == "step":
-            logit = head.step_logits(x, [tuple(spans[k])])[0]
+            logit = head.step_logits(x, [tuple(spans[k])], [tuple(bodies[k])] if bodies else None)[0]
         else:
-            logit = head.step_logits(x, [tuple(s) for s in spans[: k + 1]])[k]
+            body = [tuple(b) for b in bodies[: k + 1]] if bodies else None
+            logit = head.step_logits(x, [tuple(s) for s in spans[: k + 1]], body)[k]
         (grad,) = torch.autograd.grad(logit, x)
     return (grad * x).detach().cpu(), float(logit.detach())
 
@@ -67,9 +70,12 @@ def group_totals(per_feature: torch.Tensor, head: Any, llm: Any = None) -> list[
     return out
 
 
-def explain(head: Any, feats: torch.Tensor, spans: list[tuple[int, int]], k: int, llm: Any = None, top: int = 15):
+def explain(
+    head: Any, feats: torch.Tensor, spans: list[tuple[int, int]], k: int, llm: Any = None, top: int = 15,
+    bodies: list[tuple[int, int]] | None = None,
+):
     """JSON-able explanation of step k: the groups that moved its logit most, per-layer and per-token totals."""
-    gx, logit = grad_x_input(head, feats, spans, k)
+    gx, logit = grad_x_input(head, feats, spans, k, bodies)
     groups = group_totals(gx.sum(0), head, llm)
     groups.sort(key=lambda g: -abs(g[2]))
     n_layers, n_heads, window, *_ = layout(head, llm)

@@ -1,4 +1,5 @@
-"""The training recipe's commands: ``label``, ``features`` and ``train``.
+"""The training recipe's commands: ``label``, ``features`` and ``train``, and the labelled sets
+``prm800k-chains`` (human step ratings) and ``synthetic-errors`` (exact calculation errors).
 
 ``make train`` chains them (after ``generate``); each one skips the work already done, so
 the recipe resumes wherever it was stopped:
@@ -147,15 +148,34 @@ def cmd_label(args: argparse.Namespace) -> int:
     return 0
 
 
+def hidden_layers(value: str | None, n_layers: int) -> tuple[int, ...]:
+    """``--hidden-layers``: "mid" (the middle layer, ``n_layers // 2``, as in the paper) or layer numbers."""
+    if not value:
+        return ()
+    out = []
+    for part in value.split(","):
+        part = part.strip().lower()
+        if part == "mid":
+            out.append(n_layers // 2)
+        elif part.lstrip("-").isdigit() and -n_layers <= int(part) < n_layers:
+            out.append(int(part) % n_layers)
+        else:
+            raise InputError(f"--hidden-layers takes 'mid' or layer numbers below {n_layers}, not {part!r}.")
+    return tuple(sorted(set(out)))
+
+
 def _store(args: argparse.Namespace, llm: Any):
+    """The feature store and recipe for ``args``; a recipe with hidden states gets a folder of its own."""
     from .featstore import FeatureStore
     from .internals import CaptureSpec
+    from .packs import cache_dir
     from .uhead import base_info
 
-    spec = CaptureSpec(window=args.window, top_k=args.top_k)
-    from .packs import cache_dir
-
-    root = args.store or str(cache_dir() / "features" / f"{llm.name}-{llm.fingerprint[:12]}")
+    wanted = "mid" if getattr(args, "use_hidden", False) else getattr(args, "hidden_layers", None)
+    layers = hidden_layers(wanted, int(llm.model.config.num_hidden_layers))
+    spec = CaptureSpec(window=args.window, top_k=args.top_k, hidden_layers=layers)
+    suffix = f"-h{'-'.join(map(str, layers))}" if layers else ""
+    root = args.store or str(cache_dir() / "features" / f"{llm.name}-{llm.fingerprint[:12]}{suffix}")
     store = FeatureStore(root, spec, base_info(llm))
     store.merge_parts()  # captures parallel workers left when a run was stopped
     return store, spec
@@ -214,9 +234,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     rows = _rows(paths)
     llm = load_llm(args.model)
     store, spec = _store(args, llm)
-    examples = load_examples(rows, store)
+    examples = load_examples(rows, store, llm)
     cfg = TrainConfig(
-        d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, d_ff=args.d_ff, dropout=args.dropout,
+        d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, d_ff=args.d_ff or 2 * args.d_model,
+        dropout=args.dropout, pool_body=not args.keep_marker, d_hidden=args.d_hidden,
         mode=args.mode, pool=args.pool, context=args.context, attn=args.attn, lr=args.lr,
         weight_decay=args.weight_decay, max_epochs=args.epochs,
         patience=args.patience,
@@ -230,7 +251,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "n_chains": len(examples),
         "label_sources": sources,
         "model": llm.name,
-        "questions": "GSM8K train (the default recipe); evaluation questions never enter training",
+        "hidden_layers": list(spec.hidden_layers),
+        "questions": "training questions only (GSM8K train, PRM800K phase-1 train); evaluation questions never enter",
     }
     head = train_head(examples, base_info(llm), spec, cfg, args.out, summary)
     print(json.dumps({"out": args.out, "n_parameters": head.num_parameters(), **head.metrics}, indent=2))
@@ -364,14 +386,29 @@ def add_parsers(sub: Any) -> None:
             p.add_argument("--input", nargs="+", required=True, help="chain JSONL files (globs allowed)")
             p.add_argument("--limit", type=int, default=0)
             add_ray_arguments(p, "chains per Ray task; each task's captures are one shard (default 16)")
+            p.add_argument(
+                "--hidden-layers", default=None,
+                help="also keep these layers' hidden states: 'mid' (the middle layer) or numbers, e.g. 7,14; "
+                "they go to a store of their own",
+            )
         else:
             p.add_argument("--data", nargs="+", required=True, help="labelled JSONL files (globs allowed)")
             p.add_argument("--out", required=True, help="checkpoint folder to write")
             d = TrainConfig()
-            p.add_argument("--d-model", type=int, default=d.d_model)
-            p.add_argument("--n-layers", type=int, default=d.n_layers)
+            p.add_argument("--d-model", type=int, default=d.d_model, help="head width (the paper: 512)")
+            p.add_argument("--layers", "--n-layers", dest="n_layers", type=int, default=d.n_layers,
+                           help="encoder layers (the paper: 1)")
             p.add_argument("--n-heads", type=int, default=d.n_heads)
-            p.add_argument("--d-ff", type=int, default=d.d_ff)
+            p.add_argument("--d-ff", type=int, default=None, help="feed-forward width (default: 2 x --d-model)")
+            p.add_argument(
+                "--keep-marker", action="store_true",
+                help="pool each step's 'Step k:' marker tokens too (heads before this option did)",
+            )
+            p.add_argument(
+                "--use-hidden", action="store_true",
+                help="also read the middle layer's hidden state (store made by features --hidden-layers mid)",
+            )
+            p.add_argument("--d-hidden", type=int, default=d.d_hidden, help="width the hidden state is projected to")
             p.add_argument("--dropout", type=float, default=d.dropout)
             p.add_argument("--mode", choices=("causal", "step"), default=d.mode)
             p.add_argument("--pool", choices=("mean", "max", "last"), default=d.pool, help="causal mode: step pooling")

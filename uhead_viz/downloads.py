@@ -42,10 +42,11 @@ class SessionDownloads:
         key = _SAFE.sub("_", str(session or "local"))[:64] or "local"
         return self.root / key
 
-    def fresh(self, session: str | None) -> Path:
-        """An empty folder for this session's new exports (its previous ones are removed)."""
+    def fresh(self, session: str | None, part: str = "") -> Path:
+        """An empty folder for this session's new exports of one kind (``part``: a scored file's
+        tables, one chain's pages); that kind's previous exports are removed, the others kept."""
         self.expire()
-        d = self._dir(session)
+        d = self._dir(session) / _SAFE.sub("_", part) if part else self._dir(session)
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
         return d

@@ -54,6 +54,8 @@ from .scoring import checkpoint_dirs, default_head, length_problem, row_to_chain
 from .steps import (
     STEP_RE,
     Chain,
+    body_range,
+    body_spans,
     chain_from_steps,
     clean_text,
     spans_for,
@@ -521,8 +523,10 @@ class Engine:
             a["attention"].append([[[_r(v, 4) for v in hd] for hd in layer] for layer in band.tolist()])
         if self.head is not None:
             feats = token_features(restrict(x, self.head.spec), self.head.spec)
+            bodies = body_spans(tok, chain) if self.head.config.pool_body else None
             a["attribution"] = [
-                attribution.explain(self.head, feats, chain.spans, k, self.llm) for k in range(len(chain.spans))
+                attribution.explain(self.head, feats, chain.spans, k, self.llm, bodies=bodies)
+                for k in range(len(chain.spans))
             ]
         return a
 
@@ -699,12 +703,11 @@ class LiveScorer:
         chain = Chain(self.question, [r.text for r in regions[:n_done]], None, text, self.prompt_ids, ids, spans)
         internals = cap.internals(len(ids))
         lp, ent = internals.token_logprob, internals.entropy
-        from .scorers.baselines import body_range
-
         feats = None
+        bodies = [body_range(self.tok, chain, j) for j in range(n_done)]
         for k in range(len(self.scores), n_done):
             a, b = spans[k]
-            ba, bb = body_range(self.tok, chain, k)
+            ba, bb = bodies[k]
             sc: dict[str, float] = {}
             for name, scorer in self.stats.items():
                 v = scorer.step_value(lp[ba:bb], ent[ba:bb])  # type: ignore[attr-defined]
@@ -712,7 +715,7 @@ class LiveScorer:
             if self.head is not None:
                 if feats is None:
                     feats = token_features(restrict(internals, self.head.spec), self.head.spec)
-                sc["uhead"] = _r(live_head_prob(self.head, feats, spans, k))
+                sc["uhead"] = _r(live_head_prob(self.head, feats, spans, k, bodies))
             self.scores.append(sc)
             self.tokens.append(
                 [
@@ -727,19 +730,23 @@ class LiveScorer:
 
 
 @torch.inference_mode()
-def live_head_prob(head: Any, feats: torch.Tensor, spans: list[tuple[int, int]], k: int) -> float:
+def live_head_prob(
+    head: Any, feats: torch.Tensor, spans: list[tuple[int, int]], k: int, bodies: list[tuple[int, int]] | None = None
+) -> float:
     """The head's p_error for step k from the features up to its end (later tokens never read).
 
     In step mode a step is encoded on its own (its marker, tokens up to its end), so only its
     span is passed; in causal mode every step start up to k is marked, as in a full pass.
+    ``bodies`` (the steps' spans without their ``Step k:`` markers) are pooled by a ``pool_body`` head.
     """
     end = spans[k][1]
     dev = next(head.parameters()).device
     x = feats[:end].to(dev)
+    use = bodies if head.config.pool_body else None
     if head.config.mode == "step":
-        logit = head.step_logits(x, [spans[k]])[0]
+        logit = head.step_logits(x, [spans[k]], [use[k]] if use else None)[0]
     else:
-        logit = head.step_logits(x, list(spans[: k + 1]))[k]
+        logit = head.step_logits(x, list(spans[: k + 1]), list(use[: k + 1]) if use else None)[k]
     return float(torch.sigmoid(logit.float()))
 
 

@@ -26,10 +26,11 @@ from .methods import method_label
 from .render import esc, fmt
 
 
-def write_download(name: str, text: str) -> str:
-    """Write one file for the browser to download and return its path (a fresh folder per call,
-    so two people exporting at once never overwrite each other's file)."""
-    d = Path(tempfile.gettempdir()) / "uhead_viz_downloads" / uuid.uuid4().hex[:12]
+def write_download(name: str, text: str, folder: Path | None = None) -> str:
+    """Write one file for the browser to download and return its path: into ``folder`` (the
+    app passes the visitor's session folder, removed when the page closes), else into a fresh
+    temporary folder per call, so two people exporting at once never overwrite each other's file."""
+    d = folder if folder is not None else Path(tempfile.gettempdir()) / "uhead_viz_downloads" / uuid.uuid4().hex[:12]
     d.mkdir(parents=True, exist_ok=True)
     p = d / name
     p.write_text(text, encoding="utf-8")
@@ -141,20 +142,31 @@ def chain_page(analysis: dict[str, Any], mode: str = "step") -> str:
     )
 
 
-def export_chain(analysis: dict[str, Any] | None, mode: str = "step") -> tuple[str, str] | None:
+def export_chain(
+    analysis: dict[str, Any] | None, mode: str = "step", folder: Path | None = None
+) -> tuple[str, str] | None:
     """Write the chain as JSON and as a page; their paths, or None when there is no scored chain."""
     if not analysis or not analysis.get("steps"):
         return None
     stem = file_stem(analysis)
     doc = json.dumps(chain_document(analysis), ensure_ascii=False, indent=1) + "\n"
-    return write_download(f"{stem}.json", doc), write_download(f"{stem}.html", chain_page(analysis, mode))
+    return (
+        write_download(f"{stem}.json", doc, folder),
+        write_download(f"{stem}.html", chain_page(analysis, mode), folder),
+    )
 
 
 def add_download_buttons(
-    state: Any, mode: Any, mode_of: Callable[[str | None], str], prefix: str
+    state: Any,
+    mode: Any,
+    mode_of: Callable[[str | None], str],
+    prefix: str,
+    folder_for: Callable[[str | None, str], Path] | None = None,
 ) -> tuple[Any, Any]:
     """Two download buttons (JSON, HTML page) for the chain in ``state``, made again whenever it or
-    the colouring ``mode`` changes, hidden while there is none. Call inside a Blocks layout."""
+    the colouring ``mode`` changes, hidden while there is none. Call inside a Blocks layout.
+
+    ``folder_for(session, part)`` gives the visitor's session folder for these files."""
     import gradio as gr
 
     with gr.Row(elem_classes="uv-export"):
@@ -163,12 +175,18 @@ def add_download_buttons(
         page = gr.DownloadButton("Download HTML page", visible=False, size="sm", variant="secondary",
                                  elem_id=f"{prefix}-dl-html")
 
-    def update(a: dict[str, Any] | None, mode_label: str | None) -> tuple[Any, Any]:
-        paths = export_chain(a, mode_of(mode_label))
+    def update(a: dict[str, Any] | None, mode_label: str | None, request: gr.Request = None) -> tuple[Any, Any]:
+        if not a or not a.get("steps"):
+            paths = None
+        else:
+            session = getattr(request, "session_hash", None)
+            folder = folder_for(session, f"chain-{prefix}") if folder_for is not None else None
+            paths = export_chain(a, mode_of(mode_label), folder)
         if paths is None:
             return gr.DownloadButton(value=None, visible=False), gr.DownloadButton(value=None, visible=False)
         return gr.DownloadButton(value=paths[0], visible=True), gr.DownloadButton(value=paths[1], visible=True)
 
+    update.__annotations__["request"] = gr.Request  # gradio is imported here only; let it see the type
     for trig in (state.change, mode.change):
         trig(update, [state, mode], [js, page], api_visibility="private", show_progress="hidden")
     return js, page

@@ -5,7 +5,9 @@ over the cached features costs milliseconds per chain, so features are computed 
 kept. Layout of a store folder:
 
     meta.json               the feature recipe and the base model it was captured from
-    index.jsonl             one line per stored chain: key, row id, shard, tokens, spans
+    index.jsonl             one line per stored chain: key, row id, shard, tokens, spans, and
+                            (stores written since heads pool step bodies) the spans without
+                            their ``Step k:`` markers
     shard-00000.safetensors float16 [T, F] per chain, named by the chain's key
 
 A shard is written whole (tmp file, then rename) before its chains' index lines are
@@ -74,7 +76,7 @@ class FeatureStore:
                 self.index[row["key"]] = row
         numbers = [int(m.group(1)) for p in self.root.iterdir() if (m := _SHARD_RE.search(p.name))]
         self._next = max(numbers, default=-1) + 1
-        self._buf: list[tuple[str, str, torch.Tensor, list[list[int]]]] = []
+        self._buf: list[tuple[str, str, torch.Tensor, list[list[int]], list[list[int]] | None]] = []
 
     def __contains__(self, key: str) -> bool:
         return key in self.index or any(k == key for k, *_ in self._buf)
@@ -82,10 +84,18 @@ class FeatureStore:
     def __len__(self) -> int:
         return len(self.index) + len(self._buf)
 
-    def add(self, key: str, row_id: str, feats: torch.Tensor, spans: list[list[int]] | list[tuple[int, int]]) -> None:
+    def add(
+        self,
+        key: str,
+        row_id: str,
+        feats: torch.Tensor,
+        spans: list[list[int]] | list[tuple[int, int]],
+        bodies: list[list[int]] | list[tuple[int, int]] | None = None,
+    ) -> None:
         if key in self:
             return
-        self._buf.append((key, row_id, feats.detach().to(torch.float16).cpu().contiguous(), [list(s) for s in spans]))
+        f = feats.detach().to(torch.float16).cpu().contiguous()
+        self._buf.append((key, row_id, f, [list(s) for s in spans], [list(b) for b in bodies] if bodies else None))
         if len(self._buf) >= self.shard_size:
             self.flush()
 
@@ -94,12 +104,14 @@ class FeatureStore:
             return
         name = f"shard-{self._next:05d}.safetensors"
         tmp = self.root / (name + ".tmp")
-        save_file({k: f for k, _, f, _ in self._buf}, str(tmp))
+        save_file({k: f for k, _, f, _, _ in self._buf}, str(tmp))
         os.replace(tmp, self.root / name)
         self._next += 1
         with ResumableWriter(self.root / INDEX, id_key="key") as w:
-            for k, rid, f, spans in self._buf:
+            for k, rid, f, spans, bodies in self._buf:
                 row = {"key": k, "id": rid, "shard": name, "n_tokens": int(f.shape[0]), "spans": spans}
+                if bodies is not None:
+                    row["bodies"] = bodies
                 w.write(row)
                 self.index[k] = row
         self._buf.clear()
@@ -168,6 +180,14 @@ class FeatureStore:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def bodies(self, key: str) -> list[list[int]] | None:
+        """A stored chain's step spans without their ``Step k:`` markers; None if the store did not keep them."""
+        for k, _, _, _, bodies in self._buf:
+            if k == key:
+                return bodies
+        row = self.index.get(key)
+        return row.get("bodies") if row is not None else None
+
     def load(self, keys: list[str] | None = None) -> dict[str, tuple[torch.Tensor, list[list[int]]]]:
         """Features and spans of ``keys`` (default: all), read shard by shard."""
         want = list(self.index) if keys is None else [k for k in keys if k in self.index]
@@ -175,7 +195,7 @@ class FeatureStore:
         for k in want:
             by_shard.setdefault(self.index[k]["shard"], []).append(k)
         out: dict[str, tuple[torch.Tensor, list[list[int]]]] = {}
-        for k, _, f, spans in self._buf:  # added but not yet flushed
+        for k, _, f, spans, _ in self._buf:  # added but not yet flushed
             if keys is None or k in keys:
                 out[k] = (f, spans)
         for shard, ks in by_shard.items():
@@ -201,9 +221,19 @@ class WorkerStore:
     def __len__(self) -> int:
         return len(self.main) + len(self.part)
 
-    def add(self, key: str, row_id: str, feats: torch.Tensor, spans: list[list[int]] | list[tuple[int, int]]) -> None:
+    def add(
+        self,
+        key: str,
+        row_id: str,
+        feats: torch.Tensor,
+        spans: list[list[int]] | list[tuple[int, int]],
+        bodies: list[list[int]] | list[tuple[int, int]] | None = None,
+    ) -> None:
         if key not in self.main:
-            self.part.add(key, row_id, feats, spans)
+            self.part.add(key, row_id, feats, spans, bodies)
+
+    def bodies(self, key: str) -> list[list[int]] | None:
+        return self.main.bodies(key) if key in self.main else self.part.bodies(key)
 
     def load(self, keys: list[str] | None = None) -> dict[str, tuple[torch.Tensor, list[list[int]]]]:
         return {**self.main.load(keys), **self.part.load(keys)}

@@ -550,6 +550,9 @@ CSS = """
 .uv-summary { color: var(--body-text-color-subdued); margin: .2rem 0 .6rem; }
 .uv-stepcell { max-width: 34rem; }
 .uv-hint { color: var(--body-text-color-subdued); font-size: .9rem; }
+/* the tab bar sizes to the page, not to its buttons, so on a phone Gradio moves the tabs that do
+   not fit into its "…" menu instead of widening the whole page */
+.tab-wrapper > .tab-container { contain: inline-size; }
 """
 
 # Clicking a step selects it (the Python side gets {"step": k}); Enter does the same.

@@ -164,6 +164,29 @@ def chain_from_ids(tokenizer: Any, problem: str, prompt_ids: list[int], ids: lis
     )
 
 
+def body_range(tokenizer: Any, chain: Chain, k: int) -> tuple[int, int]:
+    """Token ``[start, end)`` of step k without its leading ``Step k:`` marker tokens.
+
+    The marker says where a step starts, not what it says: the baselines read a step's
+    probabilities from its body, and a head can pool its body only (``UHeadConfig.pool_body``).
+    A step without a marker, or one that is nothing but its marker, keeps its whole span.
+    """
+    a, b = chain.spans[k]
+    m = STEP_RE.match(chain.steps[k]) if k < len(chain.steps) else None
+    if m is None:
+        return a, b
+    marker = m.group(0).strip()
+    for j in range(a + 1, b):
+        if marker in tokenizer.decode(chain.ids[a:j], skip_special_tokens=False):
+            return (j, b) if j < b else (a, b)
+    return a, b
+
+
+def body_spans(tokenizer: Any, chain: Chain) -> list[tuple[int, int]]:
+    """``body_range`` of every step."""
+    return [body_range(tokenizer, chain, k) for k in range(len(chain.spans))]
+
+
 def format_steps(steps: list[str], answer: str | None = None) -> str:
     """Render steps written elsewhere in our prompt's format: ``Step k: ...`` lines, then ``Answer:``."""
     lines = []

@@ -39,7 +39,8 @@ from .internals import CaptureSpec
 from .jsonl import problem_of
 from .scorers.base import chain_key
 from .scoring import row_to_chain
-from .uhead import UHead, UHeadConfig, collate, save_head
+from .steps import body_spans
+from .uhead import UHead, UHeadConfig, body_mask, collate, save_head
 
 logger = logging.getLogger(__name__)
 STATE = ".train_state"
@@ -65,7 +66,7 @@ def capture_rows(rows: list[dict[str, Any]], llm: Any, store: Any, spec: Capture
             out.append({"id": rid, "status": "stored"})
             continue
         internals = teacher_force(llm, chain, spec, trunks=trunks)
-        store.add(key, rid, token_features(internals, spec), chain.spans)
+        store.add(key, rid, token_features(internals, spec), chain.spans, body_spans(llm.tokenizer, chain))
         out.append({"id": rid, "status": "added"})
     return out
 
@@ -122,6 +123,11 @@ class TrainConfig:
     # balance_position, wrong steps get a pos_weight per step-index bucket instead of one
     # global one, so that position alone predicts nothing in the training loss.
     balance_position: bool = False
+    # Pool a step's body only, not its "Step k:" marker tokens (see UHeadConfig.pool_body).
+    pool_body: bool = True
+    # With hidden states among the features (``features --hidden-layers``), the width they are
+    # projected to before joining the others.
+    d_hidden: int = 64
 
 
 @dataclass
@@ -132,6 +138,11 @@ class Example:
     spans: list[list[int]]
     labels: list[int | None]
     weights: list[float] = field(default_factory=list)
+    bodies: list[list[int]] = field(default_factory=list)  # spans without the "Step k:" markers
+
+    def __post_init__(self) -> None:
+        if not self.bodies:
+            self.bodies = [list(s) for s in self.spans]
 
 
 def is_val(problem: str, fraction: float) -> bool:
@@ -140,13 +151,18 @@ def is_val(problem: str, fraction: float) -> bool:
     return h / 0xFFFFFFFF < fraction
 
 
-def load_examples(rows: Iterable[dict[str, Any]], store: FeatureStore) -> list[Example]:
-    """Join labelled rows with their stored features by row id; rows without either are skipped."""
+def load_examples(rows: Iterable[dict[str, Any]], store: FeatureStore, llm: Any = None) -> list[Example]:
+    """Join labelled rows with their stored features by row id; rows without either are skipped.
+
+    Each example also gets its steps' body spans (without the ``Step k:`` marker tokens), for
+    heads that pool only those: from the store, else (stores written before it kept them)
+    computed with ``llm``'s tokenizer, else the whole spans (logged).
+    """
     by_id = {r["id"]: r["key"] for r in store.index.values()}
     rows = list(rows)
     keys = [by_id.get(str(r.get("id"))) for r in rows]
     feats = store.load([k for k in keys if k])
-    out, skipped = [], 0
+    out, skipped, whole = [], 0, 0
     for row, key in zip(rows, keys):
         labels = row.get("labels")
         if key is None or key not in feats or not isinstance(labels, list):
@@ -157,10 +173,31 @@ def load_examples(rows: Iterable[dict[str, Any]], store: FeatureStore) -> list[E
             skipped += 1
             continue
         conf = row.get("label_confidence") or [1.0] * len(labels)
-        out.append(Example(str(row["id"]), problem_of(row) or "", f, spans, labels, conf))
+        bodies = store.bodies(key) or (_bodies(row, key, spans, llm) if llm is not None else [])
+        whole += not bodies
+        out.append(
+            Example(str(row["id"]), problem_of(row) or "", f, spans, labels, conf, bodies)
+        )
     if skipped:
         logger.info("%d labelled rows had no stored features or no usable labels; skipped", skipped)
+    if whole:
+        logger.warning("%d chains have no body spans (an older store, no model given): their steps are pooled "
+                       "whole, markers included", whole)
     return out
+
+
+def _bodies(row: dict[str, Any], key: str, spans: list[list[int]], llm: Any) -> list[list[int]]:
+    """The body spans of a stored chain, from its row tokenized again (the same ids: the key says so)."""
+    from .scoring import row_to_chain
+
+    try:
+        chain = row_to_chain(row, llm)
+    except RowError:
+        return []
+    if chain_key(chain) != key or [list(s) for s in chain.spans] != [list(s) for s in spans]:
+        logger.warning("Row %s no longer matches its stored features; its steps are pooled whole", row.get("id"))
+        return []
+    return [list(b) for b in body_spans(llm.tokenizer, chain)]
 
 
 def _targets(e: Example, use_conf: bool, after_error_weight: float) -> list[tuple[int, float, float]]:
@@ -212,6 +249,7 @@ def _batch(
     exs: list[Example], use_conf: bool, after_error_weight: float = 0.0, pos_by_step: list[float] | None = None
 ) -> tuple[torch.Tensor, ...]:
     feats, valid, steps = collate([(e.feats.float(), e.spans) for e in exs])
+    pool = body_mask([e.bodies for e in exs], feats.shape[1])
     s = steps.shape[1]
     y = torch.zeros(len(exs), s)
     w = torch.zeros(len(exs), s)
@@ -220,7 +258,7 @@ def _batch(
             if pos_by_step is not None and target > 0.5:
                 weight *= pos_by_step[min(k, len(pos_by_step) - 1)]
             y[i, k], w[i, k] = target, weight
-    return feats, valid, steps, y, w
+    return feats, valid, steps, pool, y, w
 
 
 @torch.no_grad()
@@ -231,7 +269,7 @@ def predict(head: UHead, exs: list[Example], batch_size: int = 32) -> list[list[
     for i in range(0, len(exs), batch_size):
         part = exs[i : i + batch_size]
         feats, valid, steps = collate([(e.feats.float(), e.spans) for e in part])
-        p = torch.sigmoid(head(feats, valid, steps))
+        p = torch.sigmoid(head(feats, valid, steps, body_mask([e.bodies for e in part], feats.shape[1])))
         out += [p[j, : len(e.spans)].tolist() for j, e in enumerate(part)]
     return out
 
@@ -287,8 +325,11 @@ def train_head(
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     n_features = train[0].feats.shape[1]
-    arch = ("d_model", "n_layers", "n_heads", "d_ff", "dropout", "mode", "pool", "context", "attn")
+    arch = ("d_model", "n_layers", "n_heads", "d_ff", "dropout", "mode", "pool", "context", "attn", "pool_body")
     sizes = {k: getattr(cfg, k) for k in arch}
+    n_hidden = len(spec.hidden_layers) * int(llm_info.get("hidden_size") or 0)
+    if n_hidden:
+        sizes.update(n_hidden=n_hidden, d_hidden=cfg.d_hidden)
     head = UHead(UHeadConfig(n_features=n_features, **sizes), spec=spec, base=llm_info)
     allf = head.prepare(torch.cat([e.feats.float() for e in train]))
     head.set_normalization(allf.mean(0), allf.std(0))
@@ -329,8 +370,8 @@ def train_head(
         total = 0.0
         for i in range(0, len(order), cfg.batch_size):
             part = [train[j] for j in order[i : i + cfg.batch_size]]
-            feats, valid, steps, y, w = _batch(part, cfg.use_confidence, cfg.after_error_weight, pos_by_step)
-            logits = head(feats, valid, steps)
+            feats, valid, steps, pool, y, w = _batch(part, cfg.use_confidence, cfg.after_error_weight, pos_by_step)
+            logits = head(feats, valid, steps, pool)
             m = w > 0
             loss = torch.nn.functional.binary_cross_entropy_with_logits(
                 logits[m], y[m], weight=w[m], pos_weight=pos_weight, reduction="sum"

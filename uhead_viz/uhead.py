@@ -72,6 +72,17 @@ class UHeadConfig:
     # one ("window"): the raw mass on the last few tokens shrinks as the context grows, so a
     # head trained on short chains reads a long chain's attention as out of range.
     attn: str = "raw"
+    # Pool only a step's body into its score, not its ``Step k:`` marker tokens: those say
+    # where a step starts (and, through k, how late it is), not whether it is right. Off for
+    # heads saved before the option existed (their config.json lacks it), on for new ones.
+    pool_body: bool = False
+    # The last ``n_hidden`` feature columns are LLM hidden states (``CaptureSpec.hidden_layers``):
+    # a Linear projects them to ``d_hidden`` before they join the other features, so a
+    # 1,536-wide state does not swamp the few hundred attention and probability columns.
+    # 0: no separate projection (heads saved before the option; hidden columns, if any, go
+    # through the first Linear like the rest).
+    n_hidden: int = 0
+    d_hidden: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in ("step", "causal"):
@@ -84,6 +95,11 @@ class UHeadConfig:
             raise ValueError(f"attn must be 'raw' or 'window', not {self.attn!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if not 0 <= self.n_hidden < self.n_features or (self.n_hidden > 0) != (self.d_hidden > 0):
+            raise ValueError(
+                f"n_hidden={self.n_hidden} and d_hidden={self.d_hidden}: give both (hidden columns and their "
+                f"projection size, fewer than the {self.n_features} features) or neither"
+            )
 
 
 def base_info(llm: Any) -> dict[str, Any]:
@@ -130,8 +146,12 @@ class UHead(nn.Module):
         # attention weights, probabilities and log-probs live on very different scales
         self.register_buffer("feat_mean", torch.zeros(c.n_features))
         self.register_buffer("feat_std", torch.ones(c.n_features))
+        n_in = c.n_features
+        if c.n_hidden:
+            self.hidden_proj = nn.Linear(c.n_hidden, c.d_hidden)
+            n_in = c.n_features - c.n_hidden + c.d_hidden
         self.proj = nn.Sequential(
-            nn.Linear(c.n_features, c.d_model), nn.LayerNorm(c.d_model), nn.GELU(), nn.Linear(c.d_model, c.d_model)
+            nn.Linear(n_in, c.d_model), nn.LayerNorm(c.d_model), nn.GELU(), nn.Linear(c.d_model, c.d_model)
         )
         self.marker = nn.Embedding(2, c.d_model)
         layer = nn.TransformerEncoderLayer(
@@ -168,6 +188,14 @@ class UHead(nn.Module):
         attn = attn / attn.sum(-1, keepdim=True).clamp(min=1e-6)
         return torch.cat([attn.flatten(-2), feats[..., n_attn:]], -1)
 
+    def embed(self, feats: torch.Tensor) -> torch.Tensor:
+        """Stored features -> the encoder's token inputs: standardized, hidden states projected down."""
+        x = (self.prepare(feats) - self.feat_mean) / self.feat_std
+        if self.config.n_hidden:
+            cut = self.config.n_features - self.config.n_hidden
+            x = torch.cat([x[..., :cut], self.hidden_proj(x[..., cut:])], -1)
+        return self.proj(x)
+
     def _encode(self, x: torch.Tensor, marker: torch.Tensor, valid: torch.Tensor, causal: bool) -> torch.Tensor:
         h = x + self.marker(marker.long())
         mask = None
@@ -181,18 +209,30 @@ class UHead(nn.Module):
                 return self.encoder(h, mask=mask, src_key_padding_mask=~valid)
         return self.encoder(h, mask=mask, src_key_padding_mask=~valid, is_causal=causal)
 
-    def forward(self, feats: torch.Tensor, valid: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, feats: torch.Tensor, valid: torch.Tensor, steps: torch.Tensor, pool: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Batched logits: feats [B,T,F], valid [B,T] (not padding), steps [B,S,T] -> [B,S].
 
+        ``pool`` [B,S,T] marks the tokens pooled into each step's score: its body without the
+        ``Step k:`` marker (``body_mask``). A head with ``pool_body`` needs it; others ignore it.
         Padded step rows (all False) get logit 0; mask them out of any loss.
         """
-        x = self.proj((self.prepare(feats) - self.feat_mean) / self.feat_std)
+        if not self.config.pool_body:
+            pool = steps
+        elif pool is None:
+            raise ValueError("This head pools step bodies only: pass pool=body_mask(...) (see steps.body_spans).")
+        else:
+            pool = pool & steps
+            pool = torch.where(pool.any(-1, keepdim=True), pool, steps)  # a step that is all marker: its tokens
+        x = self.embed(feats)
         b, s, t = steps.shape
         present = steps.any(-1)
         pos = torch.arange(t, device=feats.device)
         if self.config.mode == "step":
             bi, si = present.nonzero(as_tuple=True)
             m = steps[bi, si]  # [R, T] one row per step to score
+            pm = pool[bi, si]
             end = ((pos + 1) * m).amax(-1)  # one past the step's last token
             tmax = int(end.max()) if len(end) else 1
             # rows in chunks, so the R x heads x T x T attention maps stay within ATTN_BUDGET
@@ -204,7 +244,7 @@ class UHead(nn.Module):
                 mc = m[i : i + per, :tc]
                 vis = valid[bi[i : i + per], :tc] & (pos[None, :tc] < e[:, None])  # later tokens masked out
                 h = self._encode(x[bi[i : i + per], :tc], mc, vis, causal=False)
-                mf = mc.unsqueeze(-1).to(h.dtype)
+                mf = pm[i : i + per, :tc].unsqueeze(-1).to(h.dtype)
                 out.append(self.classifier((h * mf).sum(1) / mf.sum(1).clamp(min=1)).squeeze(-1))
             logits = torch.cat(out) if out else x.new_zeros(0)
             return x.new_zeros(b, s).index_put((bi, si), logits)
@@ -215,19 +255,28 @@ class UHead(nn.Module):
             pooled = torch.gather(h, 1, last.unsqueeze(-1).expand(b, s, h.shape[-1]))
         elif self.config.pool == "max":  # one odd token (a slip, a surprising number) can carry the step
             neg = torch.finfo(h.dtype).min
-            pooled = h[:, None].masked_fill(~steps[..., None], neg).amax(2)  # [B, S, d]
+            pooled = h[:, None].masked_fill(~pool[..., None], neg).amax(2)  # [B, S, d]
             pooled = pooled.masked_fill(~present[..., None], 0.0)
         else:
-            sf = steps.to(h.dtype)
+            sf = pool.to(h.dtype)
             pooled = torch.einsum("bst,btd->bsd", sf, h) / sf.sum(-1, keepdim=True).clamp(min=1)
         return self.classifier(pooled).squeeze(-1).masked_fill(~present, 0.0)
 
-    def step_logits(self, feats: torch.Tensor, spans: list[tuple[int, int]] | list[list[int]]) -> torch.Tensor:
-        """Logits for one chain: feats [T, F] and one ``[start, end)`` span per step -> [n_steps]."""
+    def step_logits(
+        self,
+        feats: torch.Tensor,
+        spans: list[tuple[int, int]] | list[list[int]],
+        bodies: list[tuple[int, int]] | list[list[int]] | None = None,
+    ) -> torch.Tensor:
+        """Logits for one chain: feats [T, F] and one ``[start, end)`` span per step -> [n_steps].
+
+        ``bodies``: each step's span without its marker (``steps.body_spans``), for a ``pool_body`` head.
+        """
         t = feats.shape[0]
         steps = spans_to_mask(spans, t).to(feats.device)[None]
+        pool = spans_to_mask(bodies, t).to(feats.device)[None] if bodies is not None else None
         valid = torch.ones(1, t, dtype=torch.bool, device=feats.device)
-        return self(feats[None], valid, steps)[0]
+        return self(feats[None], valid, steps, pool)[0]
 
 
 def collate(
@@ -245,6 +294,17 @@ def collate(
         valid[i, : f.shape[0]] = True
         steps[i, : len(sp)] = spans_to_mask(sp, tmax)
     return feats, valid, steps.to(device)
+
+
+def body_mask(
+    bodies: list[list[tuple[int, int]]] | list[list[list[int]]], t: int, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """forward()'s ``pool`` [B, S, T] from each chain's body spans, padded like ``collate``'s steps."""
+    smax = max((len(b) for b in bodies), default=0)
+    m = torch.zeros(len(bodies), smax, t, dtype=torch.bool)
+    for i, b in enumerate(bodies):
+        m[i, : len(b)] = spans_to_mask(b, t)
+    return m.to(device) if device is not None else m
 
 
 def bce_loss(logits: torch.Tensor, labels: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:

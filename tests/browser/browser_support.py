@@ -37,3 +37,15 @@ def shot(page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def shot_to(page, name: str, folder: Path) -> Path:
+    """A full-page screenshot under ``folder``, and a copy in ``$UHEAD_VIZ_SCREENSHOT_DIR`` when that is set."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    extra = os.environ.get("UHEAD_VIZ_SCREENSHOT_DIR")
+    if extra:
+        Path(extra).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, Path(extra) / path.name)
+    return path

@@ -35,21 +35,8 @@ from typing import Any
 
 import torch
 
-from ..steps import STEP_RE, Chain
+from ..steps import Chain, body_range  # noqa: F401  (body_range: re-exported for callers)
 from .base import InternalsCache, Scorer, register, sanitize_score
-
-
-def body_range(tokenizer: Any, chain: Chain, k: int) -> tuple[int, int]:
-    """Token ``[start, end)`` of step k without its leading ``Step k:`` marker tokens."""
-    a, b = chain.spans[k]
-    m = STEP_RE.match(chain.steps[k]) if k < len(chain.steps) else None
-    if m is None:
-        return a, b
-    marker = m.group(0).strip()
-    for j in range(a + 1, b):
-        if marker in tokenizer.decode(chain.ids[a:j], skip_special_tokens=False):
-            return (j, b) if j < b else (a, b)
-    return a, b
 
 
 class TokenStatScorer(Scorer):
