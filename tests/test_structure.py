@@ -9,9 +9,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "uhead_viz"
-# The UI: the page's layout and handlers, its HTML and plots, and the chain downloads (a
-# page drawn with render, offered through Gradio buttons). app.py sits at the root.
-UI_MODULES = {"uhead_viz.render", "uhead_viz.plots", "uhead_viz.export"}
+# The UI: the page's layout and handlers, its HTML and plots, the chain downloads (a page
+# drawn with render, offered through Gradio buttons) and the share links (Gradio buttons
+# and URL parameters). app.py sits at the root.
+UI_MODULES = {"uhead_viz.render", "uhead_viz.plots", "uhead_viz.export", "uhead_viz.share"}
 UI_PACKAGE = "uhead_viz.ui"
 UI_IMPORTS = ("uhead_viz.render", "uhead_viz.plots", "uhead_viz.ui", "gradio", "plotly")
 # Cycles not yet broken, each with the move that breaks it. The test fails when one is
