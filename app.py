@@ -32,8 +32,8 @@ from uhead_viz.engine import MAX_UPLOAD_BYTES, Engine, api_result, request_setti
 from uhead_viz.errors import InputError, PackError
 from uhead_viz.howto import is_probability
 from uhead_viz.llm import clean_question, load_llm, model_env_default
+from uhead_viz.methods import method_label
 from uhead_viz.public import scrub, shown_path
-from uhead_viz.render import method_label
 
 logger = logging.getLogger("uhead_viz.app")
 

@@ -116,6 +116,14 @@ def test_judge_endpoint_falls_back_to_the_openai_variables(monkeypatch):
     assert (settings.judge_base_url(), settings.judge_api_key()) == ("http://b/v1", "k2")
 
 
+def test_the_prm_allow_list_tells_empty_from_unset(monkeypatch):
+    assert settings.prm_allow() is None
+    monkeypatch.setenv("UHEAD_VIZ_PRM_ALLOW", "")
+    assert settings.prm_allow() == []
+    monkeypatch.setenv("UHEAD_VIZ_PRM_ALLOW", " a/b , ,c/d,")
+    assert settings.prm_allow() == ["a/b", "c/d"]
+
+
 def test_precision_is_validated_and_lower_cased(monkeypatch):
     assert settings.precision() is None
     monkeypatch.setenv("UHEAD_VIZ_PRECISION", "BF16")

@@ -19,7 +19,7 @@ from uhead_viz import allowlist
 from uhead_viz.capture import CaptureSpec
 from uhead_viz.downloads import SessionDownloads
 from uhead_viz.engine import _next_event
-from uhead_viz.llm import InputError
+from uhead_viz.errors import InputError
 from uhead_viz.modellock import ModelLock
 from uhead_viz.public import REPO, scrub, shown_path
 from uhead_viz.scorers import SCORERS

@@ -15,11 +15,11 @@ The list: ``UHEAD_VIZ_PRM_ALLOW`` (comma-separated hub ids) if set, even empty; 
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 
-from .llm import InputError
+from . import settings
+from .errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +33,9 @@ MAX_SHOWN = 60  # characters of a refused id echoed back
 
 def allowed_prms() -> list[str]:
     """The PRM hub ids this server lets a visitor use (entries that are not hub ids are ignored)."""
-    env = os.environ.get(ENV)
+    env = settings.prm_allow()
     if env is not None:
-        raw = env.split(",")
+        raw = env
     else:
         try:
             raw = [ln.split("#", 1)[0] for ln in LIST_FILE.read_text(encoding="utf-8").splitlines()]

@@ -11,49 +11,15 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from .internals import CaptureSpec, Internals, covers, restrict
 from .steps import Chain
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class CaptureSpec:
-    """What to keep from the forward pass. Stored in a head's config as its feature recipe."""
-
-    window: int = 5
-    top_k: int = 4
-    hidden_layers: tuple[int, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"window": self.window, "top_k": self.top_k, "hidden_layers": list(self.hidden_layers)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CaptureSpec:
-        return cls(window=int(d["window"]), top_k=int(d["top_k"]), hidden_layers=tuple(d.get("hidden_layers", ())))
-
-
-@dataclass
-class Internals:
-    """Per chain token: look-back attention, token probabilities, optional hidden states.
-
-    Row t describes assistant token t: ``attn[t, l, h, j]`` is the weight token t puts on
-    token t-1-j in layer l, head h; the probability features come from the distribution
-    that produced token t (the logits at position t-1).
-    """
-
-    attn: torch.Tensor  # [T, L, H, window], float32
-    topk_probs: torch.Tensor  # [T, k]
-    token_logprob: torch.Tensor  # [T]
-    entropy: torch.Tensor  # [T]
-    hidden: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [T, d]
-
-    def __len__(self) -> int:
-        return int(self.attn.shape[0])
 
 
 def attention_modules(model: Any) -> list[torch.nn.Module]:
@@ -194,8 +160,6 @@ class TrunkCache:
 
     def best(self, chain: Chain, spec: CaptureSpec) -> tuple[_Trunk | None, int]:
         """The cached trunk sharing the longest chain-token prefix with ``chain`` (same prompt and spec)."""
-        from .features import covers
-
         best, n = None, 0
         for t in self.items:
             if t.prompt_ids == list(chain.prompt_ids) and covers(t.spec, spec):
@@ -225,8 +189,6 @@ def teacher_force(
     chain's KV cache and internals and runs only from the first differing token (one
     token earlier, whose logits give the next token's probabilities).
     """
-    from .features import restrict
-
     model = llm.model
     device = next(model.parameters()).device
     all_ids = list(chain.ids)

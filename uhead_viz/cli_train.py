@@ -166,8 +166,8 @@ def hidden_layers(value: str | None, n_layers: int) -> tuple[int, ...]:
 
 def _store(args: argparse.Namespace, llm: Any):
     """The feature store and recipe for ``args``; a recipe with hidden states gets a folder of its own."""
-    from .capture import CaptureSpec
     from .featstore import FeatureStore
+    from .internals import CaptureSpec
     from .packs import cache_dir
     from .uhead import base_info
 

@@ -38,15 +38,16 @@ from typing import Any
 import torch
 
 from . import attribution, settings
-from .capture import CaptureSpec, Internals, Recorder
+from .capture import Recorder
 from .errors import Cancelled, InputError, RowError
-from .features import merge_specs, restrict, token_features
+from .features import token_features
+from .internals import CaptureSpec, Internals, merge_specs, restrict
 from .jsonl import read_rows
 from .labels.base import first_error_labels
 from .llm import ASSISTANT_PREFIX, clean_question
+from .methods import method_label
 from .modellock import ModelLock
 from .public import scrub, shown_path
-from .render import method_label
 from .scorers import SCORERS, InternalsCache, Scorer, available, get_scorer, sanitize_score
 from .scorers.combined import combine
 from .scoring import checkpoint_dirs, default_head, length_problem, row_to_chain, scored_row

@@ -748,8 +748,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     extra = {"model": llm.name if llm is not None else None, "head": head_from, "unavailable": unavailable}
     store = None
     if args.store and llm is not None:
-        from .capture import CaptureSpec
         from .featstore import FeatureStore
+        from .internals import CaptureSpec
         from .uhead import base_info
 
         spec = head.spec if head is not None else CaptureSpec()

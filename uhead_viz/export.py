@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from . import render
-from .render import esc, fmt, method_label
+from .methods import method_label
+from .render import esc, fmt
 
 
 def write_download(name: str, text: str, folder: Path | None = None) -> str:

@@ -37,8 +37,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .capture import CaptureSpec
 from .errors import InputError
+from .internals import CaptureSpec
 from .jsonl import ResumableWriter, read_rows
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from .capture import CaptureSpec, Internals
+# covers and merge_specs stay importable from here (re-exported); they live in ``internals``
+from .internals import CaptureSpec, Internals, covers, merge_specs, restrict  # noqa: F401
 
 
 def feature_dim(n_layers: int, n_heads: int, spec: CaptureSpec, hidden_size: int = 0) -> int:
@@ -23,48 +24,6 @@ def feature_dim(n_layers: int, n_heads: int, spec: CaptureSpec, hidden_size: int
     ``hidden_size`` only counts when the spec keeps hidden states.
     """
     return n_layers * n_heads * spec.window + spec.top_k + 2 + len(spec.hidden_layers) * hidden_size
-
-
-def merge_specs(*specs: CaptureSpec | None) -> CaptureSpec:
-    """The smallest spec that covers all of ``specs``, so one capture can serve every scorer."""
-    real = [s for s in specs if s is not None]
-    if not real:
-        return CaptureSpec()
-    return CaptureSpec(
-        window=max(s.window for s in real),
-        top_k=max(s.top_k for s in real),
-        hidden_layers=tuple(sorted({li for s in real for li in s.hidden_layers})),
-    )
-
-
-def covers(have: CaptureSpec, need: CaptureSpec) -> bool:
-    """Whether a capture taken with ``have`` holds everything ``need`` asks for."""
-    return (
-        have.window >= need.window and have.top_k >= need.top_k and set(need.hidden_layers) <= set(have.hidden_layers)
-    )
-
-
-def restrict(internals: Internals, spec: CaptureSpec) -> Internals:
-    """View a capture taken with a wider spec as if it had been taken with ``spec``.
-
-    Look-back column j is distance j+1 and top-k probabilities are sorted, so the first
-    ``window`` / ``top_k`` columns are exactly what a narrower capture would have kept.
-    """
-    have_w = internals.attn.shape[-1]
-    have_k = internals.topk_probs.shape[-1]
-    missing = [li for li in spec.hidden_layers if li not in internals.hidden]
-    if spec.window > have_w or spec.top_k > have_k or missing:
-        raise ValueError(
-            f"The capture holds window={have_w}, top_k={have_k}, hidden layers {sorted(internals.hidden)}; "
-            f"the features need window={spec.window}, top_k={spec.top_k}, hidden layers {list(spec.hidden_layers)}."
-        )
-    return Internals(
-        attn=internals.attn[..., : spec.window],
-        topk_probs=internals.topk_probs[:, : spec.top_k],
-        token_logprob=internals.token_logprob,
-        entropy=internals.entropy,
-        hidden={li: internals.hidden[li] for li in spec.hidden_layers},
-    )
 
 
 def token_features(internals: Internals, spec: CaptureSpec) -> torch.Tensor:

@@ -142,8 +142,9 @@ class ResumableWriter:
                 good.append(line)
                 if id_key in row:
                     self.done.add(str(row[id_key]))
-            # also rewrite when the last line lacks its newline, or the next row would join it
-            if mangled or len(good) != sum(1 for x in raw if x.strip()) or raw[-1] != "":
+            # rewrite unless the file is exactly its good rows, each ending in a newline: a dropped
+            # line, a blank line, or a last line without its newline (the next row would join it)
+            if mangled or raw != [*good, ""]:
                 tmp = self.path.with_suffix(self.path.suffix + ".tmp")
                 with open(tmp, "wb") as f:
                     f.write("".join(g + "\n" for g in good).encode("utf-8"))

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from .jsonl import problem_of
 from .metrics import bootstrap_indices, percentile_ci
 
 FROM_RATINGS = "ratings (-1 wrong against +1 fine; neutral 0 left out)"
@@ -40,7 +41,7 @@ def tree_of(row: dict[str, Any]) -> str:
     tree = row.get("tree")
     if tree is not None:
         return str(tree)
-    return str(row.get("problem") if row.get("problem") is not None else row.get("question") or "")
+    return problem_of(row) or ""
 
 
 def verdicts(row: dict[str, Any], labels: Sequence[int | None]) -> tuple[list[int | None], bool]:

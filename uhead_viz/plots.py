@@ -12,7 +12,8 @@ from typing import Any
 import plotly.graph_objects as go
 
 from .howto import is_probability
-from .render import heat_hex, method_label, step_tokens
+from .methods import method_label
+from .render import heat_hex, step_tokens
 
 FONT = "Inter, Segoe UI, system-ui, -apple-system, Helvetica Neue, Arial, sans-serif"
 INK = "#1f2937"

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .llm import InputError
+from .errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class _Actor:
 
 def _user_error(e: BaseException) -> BaseException | None:
     """The error a user can fix (InputError, PackError) that a Ray failure wraps, if any."""
-    from .packs import PackError
+    from .errors import PackError
 
     seen = set()
     stack: list[Any] = [e]

@@ -14,27 +14,7 @@ import re
 from typing import Any
 
 from . import howto
-
-METHOD_LABELS = {
-    "uhead": "UHead",
-    "minprob": "Min token prob",
-    "maxprob": "Mean token prob",
-    "perplexity": "Perplexity",
-    "mean_entropy": "Mean entropy",
-    "max_entropy": "Max entropy",
-    "seqprob": "Step probability",
-    "judge": "LLM judge",
-    "verifier": "Verifier",
-    "combined": "Combined",
-}
-
-
-def method_label(name: str) -> str:
-    """A method's name as the page shows it."""
-    if name.startswith("prm:"):
-        return f"PRM ({name.split(':')[-1].split('/')[-1]})"
-    return METHOD_LABELS.get(name, name)
-
+from .methods import method_label
 
 # (position, (r, g, b)) stops of the p_error scale
 SCALE: list[tuple[float, tuple[int, int, int]]] = [

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import metrics
-from .jsonl import read_rows
+from .jsonl import problem_of, read_rows
 from .pairwise import pairwise_accuracy
 
 MEASURES = ("pairwise", "pr_auc")
@@ -61,7 +61,7 @@ def held_out(rows: list[dict[str, Any]], fraction: float) -> list[dict[str, Any]
     """Only rows whose problem ``train`` puts in its validation split (so no head trained on them)."""
     from .train import is_val
 
-    return [r for r in rows if is_val(str(r.get("problem") or r.get("question")), fraction)]
+    return [r for r in rows if is_val(problem_of(r) or "", fraction)]
 
 
 def trivial_scores(rows: Sequence[dict[str, Any]], method: str) -> list[list[float]]:

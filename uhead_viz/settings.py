@@ -7,9 +7,9 @@ test's ``monkeypatch.setenv`` takes effect at once), checks it, and says in its
 docstring what it does. ``describe()`` lists them for ``docs/settings.md``, which a test
 keeps equal to this module.
 
-Blank values count as unset. A value that cannot be used raises ``SettingError`` (an
-``InputError``) naming the variable, except the judge's, which raise ``JudgeConfigError``
-as the rest of the judge's configuration does.
+Blank values count as unset, except for ``UHEAD_VIZ_PRM_ALLOW``, where an empty list says
+"no PRM". A value that cannot be used raises ``SettingError`` (an ``InputError``) naming
+the variable; the judge's raise ``JudgeConfigError``, as the rest of its configuration does.
 
 This module imports nothing of the package but ``errors``, so any layer may read it.
 """
@@ -138,6 +138,13 @@ def examples_dir() -> Path | None:
 def baseline() -> str | None:
     """The baseline that colours the chain when no trained head fits the model (ignored if unknown)."""
     return _env("UHEAD_VIZ_BASELINE")
+
+
+@_setting("UHEAD_VIZ_PRM_ALLOW", "the ids in `prm_allowlist.txt`")
+def prm_allow() -> list[str] | None:
+    """The PRM hub ids a web visitor may pick, comma-separated; set but empty, none may be picked."""
+    raw = os.environ.get("UHEAD_VIZ_PRM_ALLOW")  # unlike the others, an empty value means something
+    return None if raw is None else [s.strip() for s in raw.split(",") if s.strip()]
 
 
 @_setting("UHEAD_VIZ_MAX_CHAIN_TOKENS", "12288")

@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from .jsonl import problem_of
+from .labels.base import first_error_labels
 from .labels.checks import arithmetic_errors
 from .labels.reference import strip_annotations
 
@@ -350,7 +352,7 @@ def _steps(lines: list[Line]) -> tuple[list[str], list[int]]:
 
 def synthetic_rows(row: dict[str, Any], row_id: str, seed: int, keep_clean: bool = False) -> list[dict[str, Any]]:
     """The changed chain for one GSM8K row (and its unchanged chain with ``keep_clean``); [] if none passes."""
-    question = str(row.get("question") or "").strip()
+    question = (problem_of(row) or "").strip()
     parsed = parse_solution(str(row.get("answer") or ""))
     if not question or parsed is None:
         return []
@@ -379,7 +381,7 @@ def synthetic_rows(row: dict[str, Any], row_id: str, seed: int, keep_clean: bool
         return out
     k, change, new_steps, new_final, note = rng.choice(feasible)  # uniform over the steps a change passes at
     n = len(steps)
-    labels: list[int | None] = [0] * k + [1] + [None] * (n - k - 1)
+    labels = first_error_labels(k, n)
     changed = {
         **base, "id": row_id, "steps": new_steps, "answer": new_final, "labels": labels,
         "label_confidence": [1.0] * (k + 1) + [0.0] * (n - k - 1),

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .llm import InputError
+from .errors import InputError
 
 DEFAULT_THRESHOLD = 0.5
 FIXED = "fixed 0.5 (not chosen on validation data)"

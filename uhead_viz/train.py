@@ -31,10 +31,11 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from . import metrics
-from .capture import CaptureSpec, teacher_force
+from .capture import teacher_force
 from .errors import InputError, RowError
 from .featstore import FeatureStore
 from .features import token_features
+from .internals import CaptureSpec
 from .jsonl import problem_of
 from .scorers.base import chain_key
 from .scoring import row_to_chain

@@ -38,9 +38,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .capture import CaptureSpec
 from .errors import HeadError
 from .features import feature_dim
+from .internals import CaptureSpec
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .llm import InputError
+from .errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +114,8 @@ class _Evaluator:
         head = _head(recipe.head, self.llm, recipe.allow_other_build)
         self.store = None
         if recipe.store:
-            from .capture import CaptureSpec
             from .featstore import WorkerStore
+            from .internals import CaptureSpec
             from .uhead import base_info
 
             self.store = WorkerStore(recipe.store, CaptureSpec.from_dict(recipe.store_spec or {}), base_info(self.llm))
@@ -159,8 +159,9 @@ class _Capturer:
     """Captures into a part of the store of its own; the driver merges the parts."""
 
     def __init__(self, recipe: FeaturesRecipe) -> None:
-        from .capture import CaptureSpec, TrunkCache
+        from .capture import TrunkCache
         from .featstore import WorkerStore
+        from .internals import CaptureSpec
         from .uhead import base_info
 
         self.llm = recipe.model.load()

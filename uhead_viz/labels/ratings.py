@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..jsonl import problem_of
 from .human import _steps_of
 
 RatingKey = tuple[str, tuple[str, ...], str]
@@ -38,7 +39,7 @@ def add_ratings(row: dict[str, Any], table: dict[RatingKey, int | None]) -> dict
     stay unrated here too, so each rated step counts once, as in the labels.
     """
     steps, labels = row["steps"], row.get("labels") or [None] * len(row["steps"])
-    problem = str(row.get("problem") or row.get("question") or "")
+    problem = problem_of(row) or ""
     ratings = [
         None if lab is None else table.get((problem, tuple(steps[:k]), steps[k]))
         for k, lab in enumerate(labels)

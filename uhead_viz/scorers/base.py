@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
-from ..capture import CaptureSpec, Internals, TrunkCache, teacher_force
-from ..features import covers, internals_from_features, merge_specs, restrict, token_features
+from ..capture import TrunkCache, teacher_force
+from ..features import internals_from_features, token_features
+from ..internals import CaptureSpec, Internals, covers, merge_specs, restrict
 from ..registry import Registry
 from ..steps import Chain
 

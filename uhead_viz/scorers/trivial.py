@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..jsonl import problem_of
 from ..steps import Chain, step_body
 from .base import InternalsCache, Scorer, register
 
@@ -47,7 +48,7 @@ def row_finished(row: dict[str, Any]) -> bool:
 
 def text_chain(row: dict[str, Any]) -> Chain:
     """A chain with only the text a trivial scorer reads: no tokenizer, no token ids."""
-    problem = row.get("problem") if row.get("problem") is not None else row.get("question")
+    problem = problem_of(row)
     answer = row.get("answer")
     return Chain(
         problem=str(problem or ""),
