@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -185,7 +186,11 @@ class _Actor:
 
 
 def _user_error(e: BaseException) -> BaseException | None:
-    """The error a user can fix (InputError, PackError) that a Ray failure wraps, if any."""
+    """The error a user can fix (InputError, PackError) behind a Ray failure, if any.
+
+    A task's exception travels as its cause; a worker whose setup failed dies, and Ray keeps
+    only the text of what it raised, so that is read back from the message.
+    """
     from .packs import PackError
 
     seen = set()
@@ -198,7 +203,9 @@ def _user_error(e: BaseException) -> BaseException | None:
         if isinstance(x, (InputError, PackError)):
             return x
         stack += [getattr(x, "cause", None), x.__cause__, x.__context__]
-    return None
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    found = re.findall(r"^uhead_viz\.[\w.]+\.(?:InputError|PackError|HeadError): (.+)$", text, re.MULTILINE)
+    return InputError(found[-1]) if found else None
 
 
 class RayRunner:
