@@ -136,3 +136,28 @@ def test_a_worker_with_another_build_of_the_model_is_refused_in_one_line(setup):
     runner = RayRunner(open_score, recipe, RaySettings(rows_per_task=1, actors=1))
     with pytest.raises(InputError, match="different builds of the model"):
         list(runner([[{"id": "a", "problem": "1 + 1?", "steps": ["1 + 1 = 2."]}]]))
+
+
+def test_evaluate_on_ray_reports_what_one_process_reports(setup, caplog):
+    tmp, _, _ = setup
+    data = tmp / "labelled.jsonl"
+    rows = []
+    for i in range(6):
+        steps = [f"{i * 4} / 2 = {i * 2} clips in May.", f"{i * 4} + {i * 2} = {i * 6 + i % 2} clips."]
+        rows.append({"id": f"e{i}", "problem": f"Natalia sold {i * 4} clips. How many in all?", "steps": steps,
+                     "labels": [0, i % 2]})
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = ["evaluate", "--data", str(data), "--format", "jsonl", "--model", str(tmp / "tiny"),
+            "--head", str(tmp / "head")]
+    assert main([*base, "--out", str(tmp / "ev1" / "report.json")]) == 0
+    with caplog.at_level("INFO"):
+        ray_args = ["--ray", "--ray-actors", "2", "--ray-batch-size", "2"]
+        assert main([*base, "--out", str(tmp / "ev2" / "report.json"), *ray_args]) == 0
+    assert "Ray plan: 6 labelled chains in 3 tasks" in caplog.text
+
+    def without_time(path: Path) -> dict:
+        report = json.loads(path.read_text())
+        return {m: {k: v for k, v in r.items() if k != "seconds_per_chain"} for m, r in report["methods"].items()}
+
+    assert without_time(tmp / "ev1" / "report.json") == without_time(tmp / "ev2" / "report.json")
+    assert without_time(tmp / "ev1" / "report.json")["uhead"]["pr_auc"] is not None

@@ -133,7 +133,8 @@ class Plan:
 
     def describe(self, what: str) -> str:
         return (
-            f"Ray plan: {self.rows} {what} in {self.tasks} tasks of up to {self.rows_per_task()} rows; "
+            f"Ray plan: {self.rows} {what} in {self.tasks} task{'s' * (self.tasks != 1)} of up to "
+            f"{self.rows_per_task()} rows; "
             f"{self.actors} actor(s) x ({self.cpus:g} CPU, {self.gpus:g} GPU), each loading the model once; "
             f"cluster {self.where} with {self.cluster_cpus:g} CPUs, {self.cluster_gpus:g} GPUs"
         )
