@@ -120,6 +120,8 @@ def connect(address: str | None) -> bool:
 
 @dataclass(frozen=True)
 class Plan:
+    """How one run's units are divided over the cluster; logged before the run starts."""
+
     rows: int
     units: int
     units_per_task: int
