@@ -1,4 +1,5 @@
-"""Scoring on Ray gives the single-process output, row for row, and survives a worker's death.
+"""On Ray, scoring gives the single-process output row for row and survives a worker's death,
+features fill the store as one process does, and a worker with another model is refused.
 
 These tests start a two-CPU Ray cluster in this process (10-20 s) and load a tiny model
 built in code into each of its workers. They skip where Ray is not installed (``make ray``).
@@ -17,7 +18,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (make ray, or pip 
 from tiny_models import build_model, build_tokenizer  # noqa: E402
 
 from uhead_viz.cli import main  # noqa: E402
-from uhead_viz.llm import load_llm  # noqa: E402
+from uhead_viz.llm import InputError, load_llm  # noqa: E402
 from uhead_viz.uhead import UHead, save_head  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,3 +102,62 @@ def test_a_worker_that_dies_is_replaced_and_a_resumed_run_writes_every_row_once(
     assert sorted(ids) == sorted(f"r{i}" for i in range(11)) and len(ids) == len(set(ids))
     assert (written, skipped) == (7, 2)
     assert out.read_text() == expected
+
+
+def test_features_on_ray_fill_the_store_as_one_process_does(setup, caplog):
+    import torch
+
+    from uhead_viz.capture import CaptureSpec
+    from uhead_viz.featstore import PARTS, FeatureStore
+
+    tmp, _, _ = setup
+    src = tmp / "chains.jsonl"
+    base = ["features", "--input", str(src), "--model", str(tmp / "tiny"), "--limit", "6"]
+    assert main([*base, "--store", str(tmp / "one")]) == 0
+    with caplog.at_level("INFO"):
+        assert main([*base, "--store", str(tmp / "many"), "--ray", "--ray-actors", "2", "--ray-batch-size", "2"]) == 0
+    assert "Ray plan: 6 chains in 3 tasks" in caplog.text
+    assert "Skipping row bad" in caplog.text  # the row without steps, reported by its worker's result
+    assert not (tmp / "many" / PARTS).exists()  # the workers' parts were merged
+    meta = json.loads((tmp / "one" / "meta.json").read_text())
+    spec = CaptureSpec.from_dict(meta["features"])
+    want = FeatureStore(tmp / "one", spec, meta["base_model"]).load()
+    got = FeatureStore(tmp / "many", spec, meta["base_model"]).load()
+    assert len(want) == 5 and sorted(want) == sorted(got)
+    assert all(torch.equal(want[k][0], got[k][0]) and want[k][1] == got[k][1] for k in want)
+
+
+def test_a_worker_with_another_build_of_the_model_is_refused_in_one_line(setup):
+    from uhead_viz.ray_run import RayRunner, RaySettings
+    from uhead_viz.workers import ModelRecipe, ScoreRecipe, open_score
+
+    tmp, _, _ = setup
+    recipe = ScoreRecipe(ModelRecipe(str(tmp / "tiny"), None, "not-its-fingerprint"), ("maxprob",))
+    runner = RayRunner(open_score, recipe, RaySettings(rows_per_task=1, actors=1))
+    with pytest.raises(InputError, match="different builds of the model"):
+        list(runner([[{"id": "a", "problem": "1 + 1?", "steps": ["1 + 1 = 2."]}]]))
+
+
+def test_evaluate_on_ray_reports_what_one_process_reports(setup, caplog):
+    tmp, _, _ = setup
+    data = tmp / "labelled.jsonl"
+    rows = []
+    for i in range(6):
+        steps = [f"{i * 4} / 2 = {i * 2} clips in May.", f"{i * 4} + {i * 2} = {i * 6 + i % 2} clips."]
+        rows.append({"id": f"e{i}", "problem": f"Natalia sold {i * 4} clips. How many in all?", "steps": steps,
+                     "labels": [0, i % 2]})
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = ["evaluate", "--data", str(data), "--format", "jsonl", "--model", str(tmp / "tiny"),
+            "--head", str(tmp / "head")]
+    assert main([*base, "--out", str(tmp / "ev1" / "report.json")]) == 0
+    with caplog.at_level("INFO"):
+        ray_args = ["--ray", "--ray-actors", "2", "--ray-batch-size", "2"]
+        assert main([*base, "--out", str(tmp / "ev2" / "report.json"), *ray_args]) == 0
+    assert "Ray plan: 6 labelled chains in 3 tasks" in caplog.text
+
+    def without_time(path: Path) -> dict:
+        report = json.loads(path.read_text())
+        return {m: {k: v for k, v in r.items() if k != "seconds_per_chain"} for m, r in report["methods"].items()}
+
+    assert without_time(tmp / "ev1" / "report.json") == without_time(tmp / "ev2" / "report.json")
+    assert without_time(tmp / "ev1" / "report.json")["uhead"]["pr_auc"] is not None

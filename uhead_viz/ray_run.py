@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -119,6 +120,8 @@ def connect(address: str | None) -> bool:
 
 @dataclass(frozen=True)
 class Plan:
+    """How one run's units are divided over the cluster; logged before the run starts."""
+
     rows: int
     units: int
     units_per_task: int
@@ -132,7 +135,8 @@ class Plan:
 
     def describe(self, what: str) -> str:
         return (
-            f"Ray plan: {self.rows} {what} in {self.tasks} tasks of up to {self.rows_per_task()} rows; "
+            f"Ray plan: {self.rows} {what} in {self.tasks} task{'s' * (self.tasks != 1)} of up to "
+            f"{self.rows_per_task()} rows; "
             f"{self.actors} actor(s) x ({self.cpus:g} CPU, {self.gpus:g} GPU), each loading the model once; "
             f"cluster {self.where} with {self.cluster_cpus:g} CPUs, {self.cluster_gpus:g} GPUs"
         )
@@ -185,7 +189,11 @@ class _Actor:
 
 
 def _user_error(e: BaseException) -> BaseException | None:
-    """The error a user can fix (InputError, PackError) that a Ray failure wraps, if any."""
+    """The error a user can fix (InputError, PackError) behind a Ray failure, if any.
+
+    A task's exception travels as its cause; a worker whose setup failed dies, and Ray keeps
+    only the text of what it raised, so that is read back from the message.
+    """
     from .errors import PackError
 
     seen = set()
@@ -198,7 +206,9 @@ def _user_error(e: BaseException) -> BaseException | None:
         if isinstance(x, (InputError, PackError)):
             return x
         stack += [getattr(x, "cause", None), x.__cause__, x.__context__]
-    return None
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    found = re.findall(r"^uhead_viz\.[\w.]+\.(?:InputError|PackError|HeadError): (.+)$", text, re.MULTILINE)
+    return InputError(found[-1]) if found else None
 
 
 class RayRunner:

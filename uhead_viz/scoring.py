@@ -285,7 +285,7 @@ def score_file(
         if runner is None:
             if llm is None or scorers is None:
                 raise ValueError("score_file needs llm and scorers, or a runner")
-            tick = lambda: bar.update(1)  # noqa: E731
+            tick = lambda: bar.update(1)  # noqa: E731  (the bar moves per chain, not per batch)
             results = (score_batch([row for _, _, row in c], llm, scorers, on_row=tick) for c in chunks)
         else:
             results = runner([[row for _, _, row in c] for c in chunks])
