@@ -16,8 +16,8 @@ AVX2 = {"sse4_2", "avx", "avx2", "fma"}
     ("flags", "machine", "cuda", "want"),
     [
         (AVX2, "x86_64", True, "bf16"),
-        (AMX, "x86_64", False, "w8"),
-        (AVX512_BF16, "x86_64", False, "w8"),
+        (AMX, "x86_64", False, "int8"),
+        (AVX512_BF16, "x86_64", False, "int8"),
         (AVX512_ONLY, "x86_64", False, "int8"),
         (AVX2, "x86_64", False, "int8"),
         ({"sse4_2"}, "x86_64", False, "fp32"),

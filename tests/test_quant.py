@@ -15,9 +15,11 @@ from uhead_viz.quant import (
     QLinear,
     W8Linear,
     ensure_int8,
+    ensure_w8,
     load_int8,
     quantize_,
     save_int8,
+    to_w8_,
 )
 
 X = torch.tensor([[5, 17, 42, 99, 3, 250, 7, 8, 12]])
@@ -121,5 +123,30 @@ def test_ensure_int8_quantizes_once_and_load_llm_uses_it(make_model, tokenizer, 
     x = torch.tensor([loaded.prompt_ids("What is 2 + 3?")])
     ref = quantize_(make_model("qwen2", seed=4, tie=True))
     assert torch.equal(logits(loaded.model, x), logits(ref, x))
+    (chain,) = loaded.generate(["What is 2 + 3?"], max_new_tokens=4)
+    assert len(chain.ids) > 0
+
+
+def test_ensure_w8_caches_weight_only_int8_and_load_llm_uses_it(make_model, tokenizer, tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    make_model("qwen2", seed=5, tie=True).to(torch.bfloat16).save_pretrained(src)
+    tokenizer.save_pretrained(src)
+    dest = ensure_w8(src, tmp_path / "w8" / "m")
+    with safe_open(str(dest / "int8.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    assert json.loads(meta["kind"]) == "w8" and json.loads(meta["qlinear"]) == []
+    stamp = (dest / "int8.safetensors").stat().st_mtime_ns
+    assert ensure_w8(src, dest) == dest and (dest / "int8.safetensors").stat().st_mtime_ns == stamp
+
+    monkeypatch.setenv("UHEAD_VIZ_CACHE", str(tmp_path / "cache"))
+    loaded = llm_mod.load_llm(str(src), precision="w8")
+    assert loaded.precision == "w8"
+    assert list((tmp_path / "cache" / "w8-v1").iterdir())  # cached, not re-quantized at each start
+    dense = make_model("qwen2", seed=5, tie=True).to(torch.bfloat16)
+    names = linear_names(dense, torch.nn.Linear)
+    assert linear_names(loaded.model, W8Linear) == names and linear_names(loaded.model, torch.nn.Linear) == []
+    x = torch.tensor([loaded.prompt_ids("What is 2 + 3?")])
+    # the cached model computes exactly what quantizing the bf16 weights in memory computes
+    assert torch.equal(logits(loaded.model, x), logits(to_w8_(dense), x))
     (chain,) = loaded.generate(["What is 2 + 3?"], max_new_tokens=4)
     assert len(chain.ids) > 0

@@ -412,24 +412,23 @@ def load_llm(
         )
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        if precision == "int8":
-            from .quant import ensure_int8, load_int8
+        if precision in ("int8", "w8"):  # quantized once, cached as safetensors
+            from .quant import ensure_int8, ensure_w8, load_int8
 
             if source.startswith("hub:"):
                 from huggingface_hub import snapshot_download
 
                 path = snapshot_download(path)
-            qdir = ensure_int8(path, cache_dir() / "int8-v3" / _safe_name(path))
+            if precision == "int8":
+                qdir = ensure_int8(path, cache_dir() / "int8-v3" / _safe_name(path))
+            else:
+                qdir = ensure_w8(path, cache_dir() / "w8-v1" / _safe_name(path))
             model = load_int8(qdir, AutoConfig.from_pretrained(qdir, trust_remote_code=trust_remote_code))
         else:
             dtype = torch.float32 if precision == "fp32" else torch.bfloat16
             model = AutoModelForCausalLM.from_pretrained(
                 path, dtype=dtype, attn_implementation=attention.NAME, trust_remote_code=trust_remote_code
             )
-            if precision == "w8":
-                from .quant import to_w8_
-
-                to_w8_(model)
     except OSError as e:
         if source.startswith("hub:"):
             raise PackError(

@@ -1,20 +1,26 @@
 """Which numeric precision the model runs in on this machine: the rule, in one place.
 
 The head reads attention weights and probabilities, so the precision changes both the
-speed and the numbers the head sees. The rule follows what each kind of CPU has:
+speed and the numbers the head sees. What matters most in the app is single-stream
+decoding, which on a CPU is bound by the bytes each token reads; int8 weights read half
+of bf16's. The rule, from measurements on the CPUs in ``docs/benchmarks.md``:
 
-===========================================  ==========  =====================================
+===========================================  ==========  =======================================
 machine                                      precision   why
-===========================================  ==========  =====================================
+===========================================  ==========  =======================================
 CUDA GPU                                     ``bf16``    tensor cores; what the head was trained on
-x86 with AMX or AVX512-BF16                  ``w8``      bf16 matrix units do the arithmetic; int8
-                                                         weights halve the bytes each token reads
-x86 with AVX2 (no bf16 units)                ``int8``    bf16 is emulated there and runs ~10x slower
-                                                         than the int8 kernels
-ARM with the BF16 extension                  ``bf16``    native bf16 dot products
+x86 with AVX2 (AVX-512, AVX512-BF16 and AMX  ``int8``    fastest decoding on every x86 CPU measured:
+included)                                                2-3x bf16's tokens/s even where bf16
+                                                         matrix units exist; KL to fp32 0.009
+ARM with the BF16 extension                  ``bf16``    native bf16 dot products; the int8
+                                                         kernels are x86 (fbgemm) only
 anything else                                ``fp32``    the only precision with fast kernels everywhere
-===========================================  ==========  =====================================
+===========================================  ==========  =======================================
 
+bf16 captures long chains faster than int8 where the CPU has bf16 units, so dataset-scale
+``features``/``evaluate`` runs there may set ``UHEAD_VIZ_PRECISION=bf16``; ``w8`` (int8
+weights, bf16 arithmetic) is there for measuring, not chosen by the rule (its single-token
+kernel was the slowest on the CPUs measured).
 ``UHEAD_VIZ_PRECISION`` (``int8``, ``w8``, ``bf16`` or ``fp32``) overrides the rule.
 ``benchmarks/bench_llm.py`` measures every precision a machine can run; the figures behind
 the rule, with the CPUs they came from, are in ``docs/benchmarks.md``.
@@ -73,11 +79,11 @@ def choose(flags: frozenset[str] | set[str], machine: str, cuda: bool) -> Choice
     if cuda:
         return Choice("bf16", "a CUDA GPU is present")
     x86 = machine.lower() in ("x86_64", "amd64", "i686", "i386")
-    if x86 and ({"amx_bf16", "avx512_bf16"} & set(flags)):
-        unit = "AMX" if "amx_bf16" in flags else "AVX512-BF16"
-        return Choice("w8", f"x86 CPU with {unit}: bf16 arithmetic with int8 weights")
     if x86 and "avx2" in flags:
-        return Choice("int8", "x86 CPU with AVX2 and no bf16 matrix units: int8 kernels")
+        names = (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16"), ("avx512f", "AVX-512"))
+        units = [unit for flag, unit in names if flag in flags]
+        extra = f" ({units[0]} too; int8 still decodes fastest there)" if units else ""
+        return Choice("int8", f"x86 CPU with AVX2{extra}: int8 kernels")
     if not x86 and "bf16" in flags:
         return Choice("bf16", f"{machine} CPU with the BF16 extension")
     return Choice("fp32", f"{machine or 'unknown'} CPU without fast int8 or bf16 kernels")

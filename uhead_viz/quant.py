@@ -226,21 +226,35 @@ def load_int8(folder: str | Path, config: Any) -> torch.nn.Module:
 
 def ensure_int8(src: str | Path, dest: str | Path) -> Path:
     """Quantize the model in ``src`` once into ``dest`` (config, tokenizer and int8 tensors)."""
+    return _ensure(src, dest, "int8")
+
+
+def ensure_w8(src: str | Path, dest: str | Path) -> Path:
+    """Weight-only int8 of every Linear (see :func:`to_w8_`), once, into ``dest``: loading it
+    takes seconds, against about a minute to re-quantize the bf16 weights at every start."""
+    return _ensure(src, dest, "w8")
+
+
+def _ensure(src: str | Path, dest: str | Path, kind: str) -> Path:
     from transformers import AutoModelForCausalLM
 
     dest = Path(dest)
     if (dest / "int8.safetensors").is_file():
         return dest
-    logger.info("Quantizing %s to int8 once (about 30-60 s)", src)
-    model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32)
-    quantize_(model)
+    logger.info("Quantizing %s to %s once (about 30-60 s)", src, kind)
+    dtype = torch.float32 if kind == "int8" else torch.bfloat16
+    model = AutoModelForCausalLM.from_pretrained(str(src), dtype=dtype)
+    if kind == "int8":
+        quantize_(model)
+    else:
+        to_w8_(model)
     staging = dest.with_name(dest.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     for f in Path(src).iterdir():
         if f.is_file() and not f.name.endswith(".safetensors") and not f.name.startswith(".complete"):
             shutil.copy2(f, staging / f.name)
-    save_int8(model, staging, {"source": str(src)})
+    save_int8(model, staging, {"source": str(src), "kind": kind})
     if dest.exists():
         shutil.rmtree(dest)
     os.replace(staging, dest)
