@@ -49,6 +49,8 @@ PARTS = "parts"
 _SHARD_RE = re.compile(r"shard-(\d+)\.safetensors$")
 
 
+Spans = list[list[int]] | list[tuple[int, int]]  # [start, end) token ranges, one per step
+
 class FeatureStore:
     """Append-only feature cache; ``add`` buffers, ``flush`` writes a shard (also on close)."""
 
@@ -89,8 +91,8 @@ class FeatureStore:
         key: str,
         row_id: str,
         feats: torch.Tensor,
-        spans: list[list[int]] | list[tuple[int, int]],
-        bodies: list[list[int]] | list[tuple[int, int]] | None = None,
+        spans: Spans,
+        bodies: Spans | None = None,
     ) -> None:
         if key in self:
             return
@@ -221,14 +223,7 @@ class WorkerStore:
     def __len__(self) -> int:
         return len(self.main) + len(self.part)
 
-    def add(
-        self,
-        key: str,
-        row_id: str,
-        feats: torch.Tensor,
-        spans: list[list[int]] | list[tuple[int, int]],
-        bodies: list[list[int]] | list[tuple[int, int]] | None = None,
-    ) -> None:
+    def add(self, key: str, row_id: str, feats: torch.Tensor, spans: Spans, bodies: Spans | None = None) -> None:
         if key not in self.main:
             self.part.add(key, row_id, feats, spans, bodies)
 
