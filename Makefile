@@ -101,7 +101,7 @@ train: chains chains-other features
 
 # optional: Ray, for score/evaluate/features --ray (docs/scaling.md)
 ray: setup
-	$(BIN)/pip install -q -r requirements-ray.txt "$$(grep '^torch==' requirements.txt)"  # torch keeps its pin
+	$(PIP_INSTALL) requirements-ray.txt "$$(grep '^torch==' requirements.txt)"  # torch keeps its pin
 
 lint: setup
 	$(BIN)/ruff check .
