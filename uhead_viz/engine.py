@@ -48,13 +48,12 @@ from .llm import ASSISTANT_PREFIX, clean_question
 from .methods import method_label
 from .modellock import ModelLock
 from .public import scrub, shown_path
-from .scorers import SCORERS, InternalsCache, Scorer, available, get_scorer, sanitize_score
+from .scorers import SCORERS, InternalsCache, Scorer, available, get_scorer
 from .scorers.combined import combine
 from .scoring import checkpoint_dirs, default_head, length_problem, row_to_chain, scored_row
 from .steps import (
     STEP_RE,
     Chain,
-    body_range,
     body_spans,
     chain_from_steps,
     clean_text,
@@ -640,7 +639,8 @@ class LiveScorer:
         self.prompt_ids = self.llm.prompt_ids(question)
         n_prefix = len(self.tok(ASSISTANT_PREFIX, add_special_tokens=False)["input_ids"])
         self.capture = LiveCapture(self.llm, engine.spec(), n_prefix)
-        self.stats = {n: get_scorer(n, self.llm, cache=engine.cache) for n in engine.baselines}
+        # the final pass's scorers: each step's live numbers come from the same ``score_internals``
+        self.scorers = {m: get_scorer(m, self.llm, head=self.head, cache=engine.cache) for m in engine.methods()}
         self.scores: list[dict[str, float]] = []
         self.tokens: list[list[dict[str, Any]]] = []
         self.t_scored: list[float] = []
@@ -702,20 +702,11 @@ class LiveScorer:
             return
         chain = Chain(self.question, [r.text for r in regions[:n_done]], None, text, self.prompt_ids, ids, spans)
         internals = cap.internals(len(ids))
-        lp, ent = internals.token_logprob, internals.entropy
-        feats = None
-        bodies = [body_range(self.tok, chain, j) for j in range(n_done)]
+        lp = internals.token_logprob
+        per = {m: s.score_internals(internals, chain) for m, s in self.scorers.items()}
         for k in range(len(self.scores), n_done):
             a, b = spans[k]
-            ba, bb = bodies[k]
-            sc: dict[str, float] = {}
-            for name, scorer in self.stats.items():
-                v = scorer.step_value(lp[ba:bb], ent[ba:bb])  # type: ignore[attr-defined]
-                sc[name] = _r(sanitize_score(v))
-            if self.head is not None:
-                if feats is None:
-                    feats = token_features(restrict(internals, self.head.spec), self.head.spec)
-                sc["uhead"] = _r(live_head_prob(self.head, feats, spans, k, bodies))
+            sc = {m: _r(v[k]) for m, v in per.items()}
             self.scores.append(sc)
             self.tokens.append(
                 [
@@ -727,27 +718,6 @@ class LiveScorer:
 
     def scores_list(self) -> list[dict[str, float]]:
         return [dict(s) for s in self.scores]
-
-
-@torch.inference_mode()
-def live_head_prob(
-    head: Any, feats: torch.Tensor, spans: list[tuple[int, int]], k: int, bodies: list[tuple[int, int]] | None = None
-) -> float:
-    """The head's p_error for step k from the features up to its end (later tokens never read).
-
-    In step mode a step is encoded on its own (its marker, tokens up to its end), so only its
-    span is passed; in causal mode every step start up to k is marked, as in a full pass.
-    ``bodies`` (the steps' spans without their ``Step k:`` markers) are pooled by a ``pool_body`` head.
-    """
-    end = spans[k][1]
-    dev = next(head.parameters()).device
-    x = feats[:end].to(dev)
-    use = bodies if head.config.pool_body else None
-    if head.config.mode == "step":
-        logit = head.step_logits(x, [spans[k]], [use[k]] if use else None)[0]
-    else:
-        logit = head.step_logits(x, list(spans[: k + 1]), list(use[: k + 1]) if use else None)[k]
-    return float(torch.sigmoid(logit.float()))
 
 
 # ----- helpers ----------------------------------------------------------------------------------
