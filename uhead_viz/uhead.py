@@ -11,11 +11,16 @@ step is wrong. Two ways to run it:
 * ``mode="causal"``: one causally-masked pass over the whole chain; each step is read from
   its tokens' outputs (mean, or its last token). The marker embedding then flags the first
   token of every step, since no single step is "the one being scored". n_steps times
-  cheaper, and a token still sees only what came before it. With ``context="step"`` a
+  cheaper to train, and a token still sees only what came before it. With ``context="step"`` a
   token sees only the earlier tokens of its own step: trained on 3-5-step GSM8K chains, a
   head that sees the whole chain learns "later step, more likely wrong" (later steps
   more often follow a chain's first error) and carries it to 20-step chains, where it scores
   position rather than content.
+
+A step's score is always read through ``step_logit``: the features up to the step's end
+and nothing after, so it is the same number whether the chain is still being written or
+finished, and the same one attribution explains. Training runs ``forward`` on padded
+batches of whole chains, which gives the same logits up to float rounding.
 
 There are no position embeddings: the look-back attention features already say how a
 token relates to its neighbours, and a learned position table would cap chain length.
@@ -277,6 +282,31 @@ class UHead(nn.Module):
         pool = spans_to_mask(bodies, t).to(feats.device)[None] if bodies is not None else None
         valid = torch.ones(1, t, dtype=torch.bool, device=feats.device)
         return self(feats[None], valid, steps, pool)[0]
+
+
+    def step_logit(
+        self,
+        feats: torch.Tensor,
+        spans: list[tuple[int, int]] | list[list[int]],
+        k: int,
+        bodies: list[tuple[int, int]] | list[list[int]] | None = None,
+    ) -> torch.Tensor:
+        """Step k's logit (a 0-d tensor), read from the features up to the step's end only.
+
+        The one definition of a step's score: the scorer (live or final) and attribution all
+        call it, so a page's number and the logit attribution explains are the same. Later
+        tokens are never passed, so a step's logit does not depend on what follows it: in
+        step mode the step is encoded on its own (its span only); in causal mode every step
+        start up to k is marked, as in a pass over the whole chain. ``bodies`` (the steps'
+        spans without their ``Step k:`` markers, ``steps.body_spans``) are pooled by a
+        ``pool_body`` head and ignored by others.
+        """
+        end = int(spans[k][1])
+        x = feats[:end]
+        use = [tuple(b) for b in bodies] if bodies is not None and self.config.pool_body else None
+        if self.config.mode == "step":
+            return self.step_logits(x, [tuple(spans[k])], [use[k]] if use else None)[0]
+        return self.step_logits(x, [tuple(s) for s in spans[: k + 1]], use[: k + 1] if use else None)[k]
 
 
 def collate(

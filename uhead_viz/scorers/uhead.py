@@ -15,7 +15,7 @@ from .base import InternalsCache, Scorer, register
 
 @register
 class UHeadScorer(Scorer):
-    """Features from the captured internals, one head pass per chain."""
+    """Features from the captured internals; each step's p_error is sigmoid(``UHead.step_logit``)."""
 
     name = "uhead"
     needs_head = True
@@ -42,5 +42,6 @@ class UHeadScorer(Scorer):
         assert internals is not None
         feats = token_features(internals, self.spec).to(self.device)
         bodies = body_spans(self.llm.tokenizer, chain) if self.head.config.pool_body else None
-        logits = self.head.step_logits(feats, list(chain.spans), bodies)
-        return torch.sigmoid(logits.float()).cpu().tolist()
+        spans = list(chain.spans)
+        logits = [self.head.step_logit(feats, spans, k, bodies) for k in range(len(spans))]
+        return [float(torch.sigmoid(z.float())) for z in logits]
