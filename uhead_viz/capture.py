@@ -110,12 +110,21 @@ class Recorder:
         return torch.cat([torch.stack(call, dim=2) for call in self.attn], dim=1)
 
 
-def prob_features(logits: torch.Tensor, targets: torch.Tensor, top_k: int) -> tuple[torch.Tensor, ...]:
-    """Top-k probabilities, log-prob of the actual token, and entropy, from [..., V] logits."""
+def distribution_features(logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Log-probabilities, top-k probabilities and entropy of the distributions in [..., V] logits.
+
+    The one place the probability features are computed: teacher forcing reads the token
+    it feeds from these at once (``prob_features``), a live capture keeps them until the
+    next decoding call says which token was chosen.
+    """
     logp = torch.log_softmax(logits.float(), dim=-1)
     p = logp.exp()
-    ent = -(p * logp).sum(-1)
-    topk = p.topk(top_k, dim=-1).values
+    return logp, p.topk(top_k, dim=-1).values, -(p * logp).sum(-1)
+
+
+def prob_features(logits: torch.Tensor, targets: torch.Tensor, top_k: int) -> tuple[torch.Tensor, ...]:
+    """Top-k probabilities, log-prob of the actual token, and entropy, from [..., V] logits."""
+    logp, topk, ent = distribution_features(logits, top_k)
     tok = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return topk, tok, ent
 

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from . import attribution, settings
-from .capture import Recorder
+from .capture import Recorder, distribution_features
 from .errors import Cancelled, InputError, RowError
 from .features import token_features
 from .internals import CaptureSpec, Internals, merge_specs, restrict
@@ -163,11 +163,6 @@ class LiveCapture:
         self._handles.clear()
         self.rec.__exit__(*exc)
 
-    def _stats(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        p = logp.exp()
-        return logp, p.topk(self.spec.top_k, dim=-1).values, -(p * logp).sum(-1)
-
     def _pre(self, module: Any, args: Any, kwargs: dict) -> None:
         ids = kwargs.get("input_ids")
         if ids is None and args:
@@ -202,7 +197,7 @@ class LiveCapture:
         if n:
             rows = h[0, q - n - 1 : q - 1]
             logits = self.model.get_output_embeddings()(rows)
-            logp, tk, ent = self._stats(logits)
+            logp, tk, ent = distribution_features(logits, self.spec.top_k)
             tgt = torch.tensor(self.ids, device=logp.device)
             self.topk = list(tk.detach().float().cpu())
             self.logprob = logp.gather(-1, tgt[:, None])[:, 0].float().cpu().tolist()
@@ -211,7 +206,7 @@ class LiveCapture:
 
     def _post(self, module: Any, args: Any, kwargs: dict, output: Any) -> None:
         logits = output.logits[0, -1]
-        logp, tk, ent = self._stats(logits)
+        logp, tk, ent = distribution_features(logits, self.spec.top_k)
         self._prev = (logp.detach().cpu(), tk.detach().float().cpu(), float(ent))
         calls = self.rec.attn
         if calls:
