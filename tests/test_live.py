@@ -39,4 +39,6 @@ def test_live_and_final_scores_are_identical_for_the_same_internals(llama_llm, m
     cut = Chain(chain.problem, chain.steps[:2], None, "", chain.prompt_ids, chain.ids, chain.spans[:2])
     so_far = prefix(internals, chain.spans[2][0] + 2)
     assert live.step_scores(so_far, cut) == {m: v[:2] for m, v in final.items()}
+    # an update asks only for the steps completed since the last one
+    assert live.step_scores(so_far, cut, first=1) == {m: v[1:2] for m, v in final.items()}
 

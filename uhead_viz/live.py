@@ -90,9 +90,9 @@ class LiveScorer:
         self._offset_ids = list(ids)
         return list(self._offsets)
 
-    def step_scores(self, internals: Internals, chain: Chain) -> dict[str, list[float]]:
-        """Every method's p_error for each step of ``chain``, from ``internals`` (all or a prefix of its tokens)."""
-        return {m: s.score_internals(internals, chain) for m, s in self.scorers.items()}
+    def step_scores(self, internals: Internals, chain: Chain, first: int = 0) -> dict[str, list[float]]:
+        """Every method's p_error for steps ``first``.. of ``chain`` from ``internals`` (all its tokens or a prefix)."""
+        return {m: s.score_internals(internals, chain, first) for m, s in self.scorers.items()}
 
     def update(self, text: str, final: bool = False) -> dict[str, Any]:
         """The view of ``text`` (scoring newly complete steps first)."""
@@ -137,10 +137,11 @@ class LiveScorer:
         chain = Chain(self.question, [r.text for r in regions[:n_done]], None, text, self.prompt_ids, ids, spans)
         internals = cap.internals(len(ids))
         lp = internals.token_logprob
-        per = self.step_scores(internals, chain)
-        for k in range(len(self.scores), n_done):
+        first = len(self.scores)
+        per = self.step_scores(internals, chain, first)  # the steps completed since the last update
+        for k in range(first, n_done):
             a, b = spans[k]
-            self.scores.append({m: _r(v[k]) for m, v in per.items()})
+            self.scores.append({m: _r(v[k - first]) for m, v in per.items()})
             self.tokens.append(
                 [
                     {"t": text[max(0, s0) : e0], "p": _r(math.exp(float(lp[t])), 4)}

@@ -139,12 +139,16 @@ class Scorer:
     def score(self, chains: list[Chain]) -> list[list[float]]:
         """Per chain, per step: probability that the step is wrong, in [0, 1]."""
         raw = self._score_chains(chains)
-        return [self._finish(r, c) for r, c in zip(raw, chains, strict=True)]
+        return [self._finish(r, c, 0) for r, c in zip(raw, chains, strict=True)]
 
-    def score_internals(self, internals: Internals | None, chain: Chain) -> list[float]:
-        """Per step of ``chain``: p_error in [0, 1], from ``internals`` (rows for ``chain.ids``, or a prefix
-        of them that reaches the end of its last step)."""
-        return self._finish(self._score_internals(internals, chain), chain)
+    def score_internals(self, internals: Internals | None, chain: Chain, first: int = 0) -> list[float]:
+        """Per step of ``chain`` from step ``first`` on: p_error in [0, 1], from ``internals`` (rows for
+        ``chain.ids``, or a prefix of them that reaches the end of its last step).
+
+        A step's score never depends on which other steps are asked for, so the live view asks
+        only for the steps completed since its last update (``first``).
+        """
+        return self._finish(self._score_internals(internals, chain, first), chain, first)
 
     def internals_of(self, chain: Chain) -> Internals | None:
         """What ``_score_internals`` reads for ``chain``: its capture from the shared cache, or None."""
@@ -152,15 +156,17 @@ class Scorer:
 
     def _score_chains(self, chains: list[Chain]) -> list[list[float]]:
         """Unchecked scores of several chains; by default one at a time from the shared capture."""
-        return [self._score_internals(self.internals_of(c), c) for c in chains]
+        return [self._score_internals(self.internals_of(c), c, 0) for c in chains]
 
-    def _score_internals(self, internals: Internals | None, chain: Chain) -> list[float]:
+    def _score_internals(self, internals: Internals | None, chain: Chain, first: int) -> list[float]:
+        """Unchecked scores of steps ``first``.. of ``chain``."""
         raise NotImplementedError
 
-    def _finish(self, raw: Any, chain: Chain) -> list[float]:
+    def _finish(self, raw: Any, chain: Chain, first: int) -> list[float]:
         out = [sanitize_score(p) for p in raw]
-        if len(out) != len(chain.steps):
-            raise ValueError(f"{self.name or type(self).__name__} gave {len(out)} scores for {len(chain.steps)} steps")
+        want = len(chain.steps) - first
+        if len(out) != want:
+            raise ValueError(f"{self.name or type(self).__name__} gave {len(out)} scores for {want} steps")
         return out
 
 

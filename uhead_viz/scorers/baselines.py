@@ -51,11 +51,11 @@ class TokenStatScorer(Scorer):
     def step_value(self, logprob: torch.Tensor, entropy: torch.Tensor) -> float:
         raise NotImplementedError
 
-    def _score_internals(self, internals: Internals | None, chain: Chain) -> list[float]:
+    def _score_internals(self, internals: Internals | None, chain: Chain, first: int) -> list[float]:
         assert internals is not None
         lp, ent = internals.token_logprob.float().cpu(), internals.entropy.float().cpu()
         out = []
-        for k in range(len(chain.spans)):
+        for k in range(first, len(chain.spans)):
             a, b = body_range(self.llm.tokenizer, chain, k)
             out.append(self.step_value(lp[a:b], ent[a:b]))
         return out

@@ -118,10 +118,10 @@ class Combined(Scorer):
         verdicts = memo.scores(self.verifier, chains)
         return [self._combine(h, v) for h, v in zip(heads, verdicts)]
 
-    def _score_internals(self, internals: Internals | None, chain: Chain) -> list[float]:
+    def _score_internals(self, internals: Internals | None, chain: Chain, first: int) -> list[float]:
         """The head's part from ``internals`` (as it is scored live); the verifier's from the memo or computed."""
-        head = self.head_scorer.score_internals(internals, chain)
-        return self._combine(head, results_for(self.cache).scores(self.verifier, [chain])[0])
+        head = self.head_scorer.score_internals(internals, chain, first)
+        return self._combine(head, results_for(self.cache).scores(self.verifier, [chain])[0][first:])
 
     def _combine(self, heads: list[float], verdicts: list[float]) -> list[float]:
         if len(heads) != len(verdicts):

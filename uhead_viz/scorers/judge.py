@@ -28,6 +28,6 @@ class JudgeScorer(Scorer):
         super().__init__(llm, cache)
         self.label = f"LLM judge ({getattr(llm, 'name', 'model')}, self)"
 
-    def _score_internals(self, internals: Internals | None, chain: Chain) -> list[float]:
+    def _score_internals(self, internals: Internals | None, chain: Chain, first: int) -> list[float]:
         probs = step_correct_probs(self.llm, chain.problem, list(chain.steps), reference=None)
-        return [1.0 - p for p in probs]
+        return [1.0 - p for p in probs][first:]

@@ -273,8 +273,8 @@ class PRM(Scorer):
     def step_texts(self, chain: Chain) -> list[str]:
         return [step_body(s) for s in chain.steps]
 
-    def _score_internals(self, internals: Internals | None, chain: Chain) -> list[float]:
-        return self._score_chains([chain])[0]
+    def _score_internals(self, internals: Internals | None, chain: Chain, first: int) -> list[float]:
+        return self._score_chains([chain])[0][first:]
 
     @torch.inference_mode()
     def _score_chains(self, chains: list[Chain]) -> list[list[float]]:

@@ -73,8 +73,8 @@ class TrivialScorer(Scorer):
     def __init__(self, llm: Any = None, cache: InternalsCache | None = None) -> None:
         super().__init__(llm, cache)
 
-    def _score_internals(self, internals: Internals | None, chain: Chain) -> list[float]:
-        return self.chain_scores(chain)
+    def _score_internals(self, internals: Internals | None, chain: Chain, first: int) -> list[float]:
+        return self.chain_scores(chain)[first:]
 
     def chain_scores(self, chain: Chain) -> list[float]:
         raise NotImplementedError

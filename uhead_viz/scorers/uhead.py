@@ -38,10 +38,10 @@ class UHeadScorer(Scorer):
         self.head.to(self.device).eval()
 
     @torch.inference_mode()
-    def _score_internals(self, internals: Internals | None, chain: Chain) -> list[float]:
+    def _score_internals(self, internals: Internals | None, chain: Chain, first: int) -> list[float]:
         assert internals is not None
         feats = token_features(internals, self.spec).to(self.device)
         bodies = body_spans(self.llm.tokenizer, chain) if self.head.config.pool_body else None
         spans = list(chain.spans)
-        logits = [self.head.step_logit(feats, spans, k, bodies) for k in range(len(spans))]
+        logits = [self.head.step_logit(feats, spans, k, bodies) for k in range(first, len(spans))]
         return [float(torch.sigmoid(z.float())) for z in logits]
