@@ -3,8 +3,9 @@
 Colouring a step as soon as its text is complete needs the step's internals at once. A
 second, teacher-forced pass per step would compete with generation for the CPU, so the
 internals are kept *during* generation instead (``capture.LiveCapture``). When a step is
-complete (the next line has begun), every method scores the complete steps with the same
-``Scorer.score_internals`` the final pass calls, on the internals captured so far. Every
+complete (the next line has begun), every method scores the steps completed since the last
+update with the same ``Scorer.score_internals`` the final pass calls, on the internals
+captured so far. Every
 method reads a step with only what comes before its end, so a step's live score is
 computed once and never changes; given the same internals it equals the final pass's.
 The live numbers differ from the final ones only where the internals do: by float
