@@ -89,8 +89,8 @@ def test_one_forward_pass_per_chain_shared_by_all_scorers(llama_llm, monkeypatch
     with torch.no_grad():
         want = torch.sigmoid(head.step_logits(f, chains[0].spans)).tolist()
     assert out[0]["uhead"] == pytest.approx(want, abs=1e-5)
-    # chains scored in budget-sized groups score the same
-    monkeypatch.setattr("uhead_viz.scorers.uhead.ATTN_BUDGET", 1)
+    # chains scored in budget-sized chunks score the same
+    monkeypatch.setattr("uhead_viz.uhead.ATTN_BUDGET", 1)
     grouped = scorers["uhead"].score(chains)
     for g, o in zip(grouped, out):
         assert g == pytest.approx(o["uhead"], abs=1e-5)

@@ -153,7 +153,7 @@ def test_window_attention_ignores_how_much_mass_the_window_holds():
 
 
 def test_step_mode_chunks_give_the_same_logits(monkeypatch):
-    import uhead_viz.uhead as uhead_module
+    import uhead_viz.head_model as uhead_module
 
     torch.manual_seed(0)
     head = UHead(UHeadConfig(n_features=12, mode="step", **SMALL)).eval()

@@ -23,17 +23,13 @@ import torch
 def grad_x_input(
     head: Any, feats: torch.Tensor, spans: list[tuple[int, int]], k: int, bodies: list[tuple[int, int]] | None = None
 ) -> tuple[torch.Tensor, float]:
-    """``[end_k, F]`` gradient x input of step k's logit, and the logit itself (``bodies``: see ``step_logits``)."""
+    """``[end_k, F]`` gradient x input of step k's logit (``UHead.step_logit``, as scored), and the logit."""
     end = int(spans[k][1])
     dev = next(head.parameters()).device
     # inference-mode tensors cannot enter autograd; a clone made outside that mode can
     with torch.inference_mode(False), torch.enable_grad():
         x = feats[:end].detach().clone().to(dev).float().requires_grad_(True)
-        if head.config.mode == "step":
-            logit = head.step_logits(x, [tuple(spans[k])], [tuple(bodies[k])] if bodies else None)[0]
-        else:
-            body = [tuple(b) for b in bodies[: k + 1]] if bodies else None
-            logit = head.step_logits(x, [tuple(s) for s in spans[: k + 1]], body)[k]
+        logit = head.step_logit(x, spans, k, bodies)
         (grad,) = torch.autograd.grad(logit, x)
     return (grad * x).detach().cpu(), float(logit.detach())
 

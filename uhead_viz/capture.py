@@ -5,12 +5,17 @@ query token, its attention weights to the previous ``window`` tokens, per head. 
 full T x T matrices never leave the attention module, and the chain is fed in chunks
 on top of the prompt's KV cache, so memory grows linearly with the chain's length.
 Hooks are removed on exit, as in TransformerLens's ``run_with_cache``.
+
+Every hook on the model goes on and comes off here, through one ``Hooks`` context: the
+teacher-forced pass's (``Recorder``, ``teacher_force``) and the live capture's, which keeps
+the same rows while ``LLM.generate`` writes a chain (``LiveCapture``).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,32 +58,83 @@ def lookback(weights: torch.Tensor, window: int) -> torch.Tensor:
     return band.permute(0, 2, 1, 3)
 
 
-class Recorder:
-    """Forward hooks that keep look-back attention (and chosen hidden states) for each call."""
+@dataclass(frozen=True)
+class HookPoint:
+    """One forward hook to put on a module: before its forward (``pre``) or after it."""
 
-    def __init__(self, model: Any, spec: CaptureSpec) -> None:
-        self.model = model
-        self.spec = spec
+    module: torch.nn.Module
+    hook: Callable[..., Any]
+    pre: bool = False
+    with_kwargs: bool = False
+
+
+class Hooks:
+    """Forward hooks registered together on entry and all removed on exit, also when the pass raises.
+
+    As TransformerLens's ``run_with_cache`` does, a model is never left hooked: every hook
+    a capture needs (teacher-forced or live) goes through here.
+    """
+
+    def __init__(self, points: Sequence[HookPoint]) -> None:
+        self.points = list(points)
         self.handles: list[Any] = []
-        self.attn: list[list[torch.Tensor]] = []  # per call: per layer [B, q, H, w]
-        self.hidden: dict[int, list[torch.Tensor]] = {i: [] for i in spec.hidden_layers}
-        self._current: list[torch.Tensor | None] = []
-        self.enabled = True
 
-    def __enter__(self) -> Recorder:
-        mods = attention_modules(self.model)
-        self._current = [None] * len(mods)
-        for li, m in enumerate(mods):
-            self.handles.append(m.register_forward_hook(self._attn_hook(li)))
-        layers = decoder_layers(self.model)
-        for li in self.spec.hidden_layers:
-            self.handles.append(layers[li].register_forward_hook(self._hidden_hook(li)))
+    def __enter__(self) -> Hooks:
+        try:
+            for p in self.points:
+                reg = p.module.register_forward_pre_hook if p.pre else p.module.register_forward_hook
+                self.handles.append(reg(p.hook, with_kwargs=p.with_kwargs))
+        except BaseException:
+            self.remove()
+            raise
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.remove()
+
+    def remove(self) -> None:
         for h in self.handles:
             h.remove()
         self.handles.clear()
+
+
+class Recorder:
+    """Forward hooks that keep look-back attention (and chosen hidden states) for each call.
+
+    ``extra`` hook points (a live capture's) are registered and removed with these, in one
+    ``Hooks`` context.
+    """
+
+    def __init__(self, model: Any, spec: CaptureSpec, extra: Sequence[HookPoint] = ()) -> None:
+        self.model = model
+        self.spec = spec
+        self.extra = list(extra)
+        self.attn: list[list[torch.Tensor]] = []  # per call: per layer [B, q, H, w]
+        self.hidden: dict[int, list[torch.Tensor]] = {i: [] for i in spec.hidden_layers}
+        self._current: list[torch.Tensor | None] = []
+        self._hooks = Hooks([])
+        self.enabled = True
+
+    @property
+    def handles(self) -> list[Any]:
+        """The hooks on the model now (none outside the ``with`` block)."""
+        return self._hooks.handles
+
+    def points(self) -> list[HookPoint]:
+        mods = attention_modules(self.model)
+        self._current = [None] * len(mods)
+        pts = [HookPoint(m, self._attn_hook(li)) for li, m in enumerate(mods)]
+        layers = decoder_layers(self.model)
+        pts += [HookPoint(layers[li], self._hidden_hook(li)) for li in self.spec.hidden_layers]
+        return pts + self.extra
+
+    def __enter__(self) -> Recorder:
+        self._hooks = Hooks(self.points())
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._hooks.__exit__(*exc)
 
     def _attn_hook(self, li: int):
         def hook(module: Any, args: Any, output: Any) -> Any:
@@ -110,12 +166,21 @@ class Recorder:
         return torch.cat([torch.stack(call, dim=2) for call in self.attn], dim=1)
 
 
-def prob_features(logits: torch.Tensor, targets: torch.Tensor, top_k: int) -> tuple[torch.Tensor, ...]:
-    """Top-k probabilities, log-prob of the actual token, and entropy, from [..., V] logits."""
+def distribution_features(logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Log-probabilities, top-k probabilities and entropy of the distributions in [..., V] logits.
+
+    The one place the probability features are computed: teacher forcing reads the token
+    it feeds from these at once (``prob_features``), a live capture keeps them until the
+    next decoding call says which token was chosen.
+    """
     logp = torch.log_softmax(logits.float(), dim=-1)
     p = logp.exp()
-    ent = -(p * logp).sum(-1)
-    topk = p.topk(top_k, dim=-1).values
+    return logp, p.topk(top_k, dim=-1).values, -(p * logp).sum(-1)
+
+
+def prob_features(logits: torch.Tensor, targets: torch.Tensor, top_k: int) -> tuple[torch.Tensor, ...]:
+    """Top-k probabilities, log-prob of the actual token, and entropy, from [..., V] logits."""
+    logp, topk, ent = distribution_features(logits, top_k)
     tok = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return topk, tok, ent
 
@@ -257,3 +322,121 @@ def teacher_force(
     if trunks is not None:
         trunks.add(_Trunk(list(chain.prompt_ids), all_ids, past, new, spec))
     return new
+
+
+class LiveCapture:
+    """Hooks that keep each fed token's internals while ``LLM.generate`` runs (batch of one).
+
+    Calls to the model are either prompt calls (several tokens: the shared-prefix cache, then
+    the prompt's own tail, which ends with the forced ``Step 1:`` tokens) or decoding calls
+    (one token, the one just chosen). The last prompt call resets the chain to those forced
+    tokens; each decoding call appends the token it feeds. For every chain token the rows
+    match ``teacher_force``: the look-back band of its own position and the probability
+    features of the distribution that produced it. Its hooks ride on a ``Recorder``, so they
+    go on and come off the model together with the attention hooks.
+    """
+
+    def __init__(self, llm: Any, spec: CaptureSpec, n_prefix: int) -> None:
+        self.llm = llm
+        self.model = llm.model
+        self.spec = spec
+        self.n_prefix = n_prefix
+        norm = getattr(self.model.get_decoder(), "norm", None)
+        if norm is None:
+            raise ValueError(f"{type(self.model).__name__} has no final norm to read the prompt's last positions from.")
+        self.rec = Recorder(
+            self.model,
+            spec,
+            extra=[
+                HookPoint(self.model, self._pre, pre=True, with_kwargs=True),
+                HookPoint(norm, self._norm),
+                HookPoint(self.model, self._post, with_kwargs=True),
+            ],
+        )
+        self.ids: list[int] = []
+        self.attn: list[torch.Tensor] = []
+        self.hidden: dict[int, list[torch.Tensor]] = {li: [] for li in spec.hidden_layers}
+        self.topk: list[torch.Tensor] = []
+        self.logprob: list[float] = []
+        self.entropy: list[float] = []
+        self._multi = False
+        self._n_reset = 0
+        self._call_ids: list[int] = []
+        self._prev: tuple[torch.Tensor, torch.Tensor, float] | None = None
+
+    def __enter__(self) -> LiveCapture:
+        self.rec.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.rec.__exit__(*exc)
+
+    def _pre(self, module: Any, args: Any, kwargs: dict) -> None:
+        ids = kwargs.get("input_ids")
+        if ids is None and args:
+            ids = args[0]
+        if ids is None:
+            raise ValueError("LiveCapture needs input_ids")
+        self._multi = ids.shape[1] > 1
+        if self._multi:
+            self._call_ids = ids[0].tolist()
+            return
+        x = int(ids[0, 0])
+        if self._prev is None:  # a one-token call with no distribution before it: nothing to read
+            self.topk.append(torch.zeros(self.spec.top_k))
+            self.logprob.append(0.0)
+            self.entropy.append(0.0)
+        else:
+            logp, tk, ent = self._prev
+            self.topk.append(tk)
+            self.logprob.append(float(logp[x]))
+            self.entropy.append(float(ent))
+        self.ids.append(x)
+
+    def _norm(self, module: Any, args: Any, output: Any) -> None:
+        if not self._multi:
+            return
+        h = output[0] if isinstance(output, tuple) else output
+        q = h.shape[1]
+        n = min(self.n_prefix, q - 1)
+        self.ids = self._call_ids[q - n :] if n else []
+        self.topk, self.logprob, self.entropy = [], [], []
+        if n:
+            logits = self.model.get_output_embeddings()(h[0, q - n - 1 : q - 1])
+            tk, tok, ent = prob_features(logits, torch.tensor(self.ids, device=logits.device), self.spec.top_k)
+            self.topk = list(tk.detach().float().cpu())
+            self.logprob = tok.float().cpu().tolist()
+            self.entropy = ent.float().cpu().tolist()
+        self._n_reset = n
+
+    def _post(self, module: Any, args: Any, kwargs: dict, output: Any) -> None:
+        logp, tk, ent = distribution_features(output.logits[0, -1], self.spec.top_k)
+        self._prev = (logp.detach().cpu(), tk.detach().float().cpu(), float(ent))
+        n = self._n_reset
+        calls = self.rec.attn
+        if calls:
+            a = torch.stack(calls[-1], dim=2)[0].detach().float().cpu()  # [q, L, H, w]
+            calls.clear()
+            if self._multi:
+                self.attn = list(a[a.shape[0] - n :]) if n else []
+            else:
+                self.attn.append(a[-1])
+        for li, hs in self.rec.hidden.items():
+            if hs:
+                x = hs[-1][0].detach().float().cpu()
+                hs.clear()
+                if self._multi:
+                    self.hidden[li] = list(x[x.shape[0] - n :]) if n else []
+                else:
+                    self.hidden[li].append(x[-1])
+
+    def internals(self, n: int) -> Internals:
+        """The first ``n`` chain tokens' internals, in teacher_force's shape."""
+        n = min(n, len(self.attn), len(self.logprob))
+        return Internals(
+            attn=torch.stack(self.attn[:n]),
+            topk_probs=torch.stack(self.topk[:n]),
+            token_logprob=torch.tensor(self.logprob[:n]),
+            entropy=torch.tensor(self.entropy[:n]),
+            hidden={li: torch.stack(v[:n]) for li, v in self.hidden.items()},
+        )

@@ -11,9 +11,9 @@ import logging
 import sys
 from pathlib import Path
 
+from .cli_evaluate import add_parser as add_evaluate_parser
 from .cli_train import add_parsers as add_train_parsers
 from .errors import InputError, PackError, RowError
-from .evaluate import add_parser as add_evaluate_parser
 from .jsonl import NO_PROBLEM, ResumableWriter, problem_of, read_rows
 from .steps import step_body
 
@@ -79,39 +79,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     """Score every step of every chain in a JSONL file with the head and/or baselines."""
-    from .evaluate import resolve_methods
     from .llm import load_llm
+    from .method_choice import resolve_head, resolve_methods
     from .ray_run import ray_settings
-    from .scorers import SCORERS
-    from .scoring import build_scorers, default_head, score_file
-    from .uhead import load_head, read_config
+    from .scoring import build_scorers, score_file
+    from .uhead import read_config
 
     # default: the head and every method that is not opt-in; prm:<id> and combined:<verifier> register here
-    methods, _ = resolve_methods(args.methods, args.prm_family, args.trust_remote_code)
+    methods, explicit = resolve_methods(args.methods, args.prm_family, args.trust_remote_code)
     if not Path(args.input).is_file():
         raise InputError(f"No input file {args.input}: give chains as JSONL (from generate, or problem + steps rows).")
     if args.head:
         read_config(args.head)  # refuse a missing or broken head before the model loads
     ray = ray_settings(args, rows_per_batch=4 * max(1, args.batch_size))
     llm = load_llm(args.model)
-    head, head_path = None, args.head
-    if any(SCORERS[m].needs_head for m in methods):
-        if args.head:
-            head = load_head(args.head, llm, allow_other_build=args.allow_other_build)
-        else:
-            head, why = default_head(llm, allow_other_build=args.allow_other_build)
-            head_path = why if head is not None else None
-            if head is None:
-                methods = [m for m in methods if not SCORERS[m].needs_head]
-                logger.warning(
-                    "UHead is unavailable for %s: %s. Scoring with the baselines only%s. Train a head for this "
-                    "model or pass --head FOLDER.",
-                    llm.name,
-                    why,
-                    f" ({', '.join(methods)})" if methods else "",
-                )
-                if not methods:
-                    raise InputError(f"Only methods needing a head were asked for, and no head fits {llm.name}: {why}.")
+    choice = resolve_head(methods, llm, args.head, args.allow_other_build, explicit)
+    methods, head, head_path = choice.methods, choice.head, choice.source
     scorers = build_scorers(llm, methods, head)
     runner = None
     if ray is not None:

@@ -1,14 +1,8 @@
 """The app's pipeline: stream a chain with each step scored as it completes, then finalise.
 
-Colouring a step the moment its text is complete needs the step's internals at once. A
-second, teacher-forced pass per step would compete with generation for the CPU, so the
-internals are kept *during* generation instead: ``LiveCapture`` puts the capture hooks of
-``capture.Recorder`` on the model for the length of ``LLM.generate`` and keeps, for every
-token fed, its look-back attention band and the probability features of the distribution
-that produced it. When a step is complete (the next line has begun), its scores are
-computed from those rows: the unsupervised baselines from the step's tokens, the head from
-the features up to the step's end. Both are causal, so a step's score never depends on
-later steps and is computed once.
+While the chain is written, ``live.LiveScorer`` scores each step the moment it is complete,
+from the internals ``capture.LiveCapture`` keeps during generation, with the same
+``Scorer.score_internals`` the final pass calls.
 
 When the chain is done, ``analyze_chain`` runs the same path as ``python -m uhead_viz
 score``: one teacher-forced pass through the shared ``InternalsCache``, every method's
@@ -27,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import queue
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -35,30 +28,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from . import attribution, settings
-from .capture import Recorder
+from .capture import LiveCapture  # noqa: F401  (re-exported: its home is capture)
 from .errors import Cancelled, InputError, RowError
 from .features import token_features
-from .internals import CaptureSpec, Internals, merge_specs, restrict
+from .internals import CaptureSpec, merge_specs, restrict
 from .jsonl import read_rows
 from .labels.base import first_error_labels
-from .llm import ASSISTANT_PREFIX, clean_question
+from .live import LiveScorer, complete_steps  # noqa: F401  (complete_steps re-exported: its home is live)
+from .llm import clean_question
 from .methods import method_label
 from .modellock import ModelLock
 from .public import scrub, shown_path
-from .scorers import SCORERS, InternalsCache, Scorer, available, get_scorer, sanitize_score
+from .scorers import SCORERS, InternalsCache, Scorer, available, get_scorer
 from .scorers.combined import combine
 from .scoring import checkpoint_dirs, default_head, length_problem, row_to_chain, scored_row
 from .steps import (
     STEP_RE,
     Chain,
-    body_range,
     body_spans,
     chain_from_steps,
     clean_text,
-    spans_for,
     split_text,
     step_body,
     token_char_offsets,
@@ -92,157 +82,6 @@ def baseline_names() -> list[str]:
 def verifier_names() -> list[str]:
     """Verifiers this build can run: the LLM judge when it is registered; PRMs are added by hub id."""
     return [n for n in available() if n == "judge"]
-
-
-def complete_steps(text: str) -> tuple[list, str | None, int, int]:
-    """(regions, answer, answer_start, number of complete steps) of streamed text.
-
-    A step is complete once the line after it has begun with something that is not more
-    of it: the next ``Step k:`` marker or an ``Answer:`` line, or already their first word
-    (``Step`` and ``Answer`` arrive a token before the number or colon), so the colour need
-    not wait for more than the next line's first token.
-    """
-    regions, answer, astart = split_text(text)
-    if answer is not None:
-        return regions, answer, astart, len(regions)
-    n = max(0, len(regions) - 1)
-    last_nl = text.rfind("\n")
-    if regions and last_nl >= regions[-1].start and _NEXT_LINE.match(text[last_nl + 1 :]):
-        n = len(regions)
-    return regions, answer, astart, n
-
-
-_NEXT_LINE = re.compile(r"\s*(?:\*\*)?\s*(?:step\s*\d*\s*[:.)-]?|(?:final\s+)?answer\s*[:：]?)\s*$", re.IGNORECASE)
-
-
-# ----- capture during generation -------------------------------------------------------------
-class LiveCapture:
-    """Hooks that keep each fed token's internals while ``LLM.generate`` runs (batch of one).
-
-    Calls to the model are either prompt calls (several tokens: the shared-prefix cache, then
-    the prompt's own tail, which ends with the forced ``Step 1:`` tokens) or decoding calls
-    (one token, the one just chosen). The last prompt call resets the chain to those forced
-    tokens; each decoding call appends the token it feeds. For every chain token the rows
-    match ``capture.teacher_force``: the look-back band of its own position and the
-    probability features of the distribution that produced it.
-    """
-
-    def __init__(self, llm: Any, spec: CaptureSpec, n_prefix: int) -> None:
-        self.llm = llm
-        self.model = llm.model
-        self.spec = spec
-        self.n_prefix = n_prefix
-        self.rec = Recorder(self.model, spec)
-        self.ids: list[int] = []
-        self.attn: list[torch.Tensor] = []
-        self.hidden: dict[int, list[torch.Tensor]] = {li: [] for li in spec.hidden_layers}
-        self.topk: list[torch.Tensor] = []
-        self.logprob: list[float] = []
-        self.entropy: list[float] = []
-        self._multi = False
-        self._call_ids: list[int] = []
-        self._prev: tuple[torch.Tensor, torch.Tensor, float] | None = None
-        self._handles: list[Any] = []
-
-    def __enter__(self) -> LiveCapture:
-        self.rec.__enter__()
-        m = self.model
-        norm = getattr(m.get_decoder(), "norm", None)
-        if norm is None:
-            self.rec.__exit__()
-            raise ValueError(f"{type(m).__name__} has no final norm to read the prompt's last positions from.")
-        self._handles = [
-            m.register_forward_pre_hook(self._pre, with_kwargs=True),
-            norm.register_forward_hook(self._norm),
-            m.register_forward_hook(self._post, with_kwargs=True),
-        ]
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-        self.rec.__exit__(*exc)
-
-    def _stats(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        p = logp.exp()
-        return logp, p.topk(self.spec.top_k, dim=-1).values, -(p * logp).sum(-1)
-
-    def _pre(self, module: Any, args: Any, kwargs: dict) -> None:
-        ids = kwargs.get("input_ids")
-        if ids is None and args:
-            ids = args[0]
-        if ids is None:
-            raise ValueError("LiveCapture needs input_ids")
-        self._multi = ids.shape[1] > 1
-        if self._multi:
-            self._call_ids = ids[0].tolist()
-            return
-        x = int(ids[0, 0])
-        if self._prev is None:  # a one-token call with no distribution before it: nothing to read
-            logp = torch.zeros(1)
-            self.topk.append(torch.zeros(self.spec.top_k))
-            self.logprob.append(0.0)
-            self.entropy.append(0.0)
-        else:
-            logp, tk, ent = self._prev
-            self.topk.append(tk)
-            self.logprob.append(float(logp[x]))
-            self.entropy.append(float(ent))
-        self.ids.append(x)
-
-    def _norm(self, module: Any, args: Any, output: Any) -> None:
-        if not self._multi:
-            return
-        h = output[0] if isinstance(output, tuple) else output
-        q = h.shape[1]
-        n = min(self.n_prefix, q - 1)
-        self.ids = self._call_ids[q - n :] if n else []
-        self.topk, self.logprob, self.entropy = [], [], []
-        if n:
-            rows = h[0, q - n - 1 : q - 1]
-            logits = self.model.get_output_embeddings()(rows)
-            logp, tk, ent = self._stats(logits)
-            tgt = torch.tensor(self.ids, device=logp.device)
-            self.topk = list(tk.detach().float().cpu())
-            self.logprob = logp.gather(-1, tgt[:, None])[:, 0].float().cpu().tolist()
-            self.entropy = ent.float().cpu().tolist()
-        self._n_reset = n
-
-    def _post(self, module: Any, args: Any, kwargs: dict, output: Any) -> None:
-        logits = output.logits[0, -1]
-        logp, tk, ent = self._stats(logits)
-        self._prev = (logp.detach().cpu(), tk.detach().float().cpu(), float(ent))
-        calls = self.rec.attn
-        if calls:
-            a = torch.stack(calls[-1], dim=2)[0].detach().float().cpu()  # [q, L, H, w]
-            calls.clear()
-            if self._multi:
-                n = getattr(self, "_n_reset", 0)
-                self.attn = list(a[a.shape[0] - n :]) if n else []
-            else:
-                self.attn.append(a[-1])
-        for li, hs in self.rec.hidden.items():
-            if hs:
-                x = hs[-1][0].detach().float().cpu()
-                hs.clear()
-                if self._multi:
-                    n = getattr(self, "_n_reset", 0)
-                    self.hidden[li] = list(x[x.shape[0] - n :]) if n else []
-                else:
-                    self.hidden[li].append(x[-1])
-
-    def internals(self, n: int) -> Internals:
-        """The first ``n`` chain tokens' internals, in teacher_force's shape."""
-        n = min(n, len(self.attn), len(self.logprob))
-        return Internals(
-            attn=torch.stack(self.attn[:n]),
-            topk_probs=torch.stack(self.topk[:n]),
-            token_logprob=torch.tensor(self.logprob[:n]),
-            entropy=torch.tensor(self.entropy[:n]),
-            hidden={li: torch.stack(v[:n]) for li, v in self.hidden.items()},
-        )
 
 
 # ----- the engine ------------------------------------------------------------------------------
@@ -626,128 +465,6 @@ class Engine:
             for s, y in zip(a["steps"], labels):
                 s["label"] = y
         return a
-
-
-class LiveScorer:
-    """Scores each step of a chain being generated as soon as it is complete."""
-
-    def __init__(self, engine: Engine, question: str) -> None:
-        self.engine = engine
-        self.llm = engine.llm
-        self.tok = engine.llm.tokenizer
-        self.question = question
-        self.head = engine.head
-        self.prompt_ids = self.llm.prompt_ids(question)
-        n_prefix = len(self.tok(ASSISTANT_PREFIX, add_special_tokens=False)["input_ids"])
-        self.capture = LiveCapture(self.llm, engine.spec(), n_prefix)
-        self.stats = {n: get_scorer(n, self.llm, cache=engine.cache) for n in engine.baselines}
-        self.scores: list[dict[str, float]] = []
-        self.tokens: list[list[dict[str, Any]]] = []
-        self.t_scored: list[float] = []
-        self._offsets: list[tuple[int, int]] = []
-        self._offset_ids: list[int] = []
-
-    def offsets(self, ids: list[int]) -> list[tuple[int, int]]:
-        """``token_char_offsets`` of the fed ids, extended as they grow (the chain's start never changes)."""
-        n = len(self._offset_ids)
-        if ids[:n] != self._offset_ids:
-            self._offsets, self._offset_ids, n = [], [], 0
-        prev = self._offsets[-1][1] if self._offsets else 0
-        for i in range(n, len(ids)):
-            m = max(len(self.tok.decode(ids[: i + 1], skip_special_tokens=False)), prev)
-            self._offsets.append((prev, m))
-            prev = m
-        self._offset_ids = list(ids)
-        return list(self._offsets)
-
-    def update(self, text: str, final: bool = False) -> dict[str, Any]:
-        """The view of ``text`` (scoring newly complete steps first)."""
-        regions, answer, astart, n_done = complete_steps(text)
-        if final:
-            n_done = len(regions)
-        if n_done > len(self.scores) and not final:
-            self._score(text, regions, astart, n_done)
-        steps = []
-        for k, r in enumerate(regions):
-            sc = self.scores[k] if k < len(self.scores) else None
-            state = "done" if sc is not None else ("scoring" if k < n_done else "writing")
-            steps.append(
-                {
-                    "index": k,
-                    "text": r.text,
-                    "body": step_body(r.text),
-                    "scores": sc,
-                    "tokens": self.tokens[k] if k < len(self.tokens) else None,
-                    "state": state,
-                }
-            )
-        return {
-            "question": self.question,
-            "raw": text,
-            "steps": steps,
-            "answer": answer,
-            "primary": self.engine.primary,
-            "threshold": self.engine.threshold,
-            "live": True,
-        }
-
-    def _score(self, text: str, regions: list, astart: int, n_done: int) -> None:
-        cap = self.capture
-        ids = list(cap.ids)
-        if not ids or len(cap.attn) < len(ids):
-            return
-        offsets = self.offsets(ids)
-        spans = spans_for(regions[: n_done + 1], offsets, astart)[:n_done]
-        if len(spans) < n_done or any(b <= a for a, b in spans[len(self.scores) :]):
-            return
-        chain = Chain(self.question, [r.text for r in regions[:n_done]], None, text, self.prompt_ids, ids, spans)
-        internals = cap.internals(len(ids))
-        lp, ent = internals.token_logprob, internals.entropy
-        feats = None
-        bodies = [body_range(self.tok, chain, j) for j in range(n_done)]
-        for k in range(len(self.scores), n_done):
-            a, b = spans[k]
-            ba, bb = bodies[k]
-            sc: dict[str, float] = {}
-            for name, scorer in self.stats.items():
-                v = scorer.step_value(lp[ba:bb], ent[ba:bb])  # type: ignore[attr-defined]
-                sc[name] = _r(sanitize_score(v))
-            if self.head is not None:
-                if feats is None:
-                    feats = token_features(restrict(internals, self.head.spec), self.head.spec)
-                sc["uhead"] = _r(live_head_prob(self.head, feats, spans, k, bodies))
-            self.scores.append(sc)
-            self.tokens.append(
-                [
-                    {"t": text[max(0, s0) : e0], "p": _r(math.exp(float(lp[t])), 4)}
-                    for t, (s0, e0) in zip(range(a, b), offsets[a:b])
-                ]
-            )
-            self.t_scored.append(time.perf_counter())
-
-    def scores_list(self) -> list[dict[str, float]]:
-        return [dict(s) for s in self.scores]
-
-
-@torch.inference_mode()
-def live_head_prob(
-    head: Any, feats: torch.Tensor, spans: list[tuple[int, int]], k: int, bodies: list[tuple[int, int]] | None = None
-) -> float:
-    """The head's p_error for step k from the features up to its end (later tokens never read).
-
-    In step mode a step is encoded on its own (its marker, tokens up to its end), so only its
-    span is passed; in causal mode every step start up to k is marked, as in a full pass.
-    ``bodies`` (the steps' spans without their ``Step k:`` markers) are pooled by a ``pool_body`` head.
-    """
-    end = spans[k][1]
-    dev = next(head.parameters()).device
-    x = feats[:end].to(dev)
-    use = bodies if head.config.pool_body else None
-    if head.config.mode == "step":
-        logit = head.step_logits(x, [spans[k]], [use[k]] if use else None)[0]
-    else:
-        logit = head.step_logits(x, list(spans[: k + 1]), list(use[: k + 1]) if use else None)[k]
-    return float(torch.sigmoid(logit.float()))
 
 
 # ----- helpers ----------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
-"""``python -m uhead_viz evaluate``: every scoring method on labelled chains, one report.
+"""Every scoring method on labelled chains: load them, score them resumably, measure, report.
 
-    python -m uhead_viz evaluate --data FILE --format {processbench,jsonl} --out report.json
-        [--limit N] [--methods default|all|m1,m2,...] [--threshold default|best|X]
+The command (``python -m uhead_viz evaluate``) is ``cli_evaluate``; the report writers are
+``reports``; which methods run is ``method_choice``. This module is the run itself, which
+Ray workers share (``evaluate_item``).
 
 Data. ``processbench``: a JSON list (or JSONL) of ``{id, generator, problem, steps,
 final_answer_correct, label}``; the steps before ``label`` are correct, the step at
@@ -41,7 +42,6 @@ skips what is there, and rescores a row whose text or whose model/head changed).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -54,16 +54,11 @@ from typing import Any
 from .errors import InputError, RowError
 from .jsonl import NO_PROBLEM, ResumableWriter, problem_of, read_rows
 from .labels.base import first_error_labels
-from .thresholds import (
-    Policy,
-    ValThresholds,
-    best_on_data,
-    describe,
-    from_validation,
-    parse_policy,
-    policy_name,
-    threshold_for,
-)
+
+# (re-exported: callers found them here before ``method_choice`` held them)
+from .method_choice import build_scorers_for, method_classes, resolve_methods  # noqa: F401
+from .reports import CAPTURE, build_report, write_report
+from .thresholds import Policy
 
 # metrics (scikit-learn) and the label importers are imported where used: the CLI imports
 # this module for its parser, and ``generate`` should not pay for them
@@ -71,7 +66,6 @@ from .thresholds import (
 logger = logging.getLogger(__name__)
 
 FORMATS = ("processbench", "jsonl")
-CAPTURE = "capture"
 
 
 # ----- data -----------------------------------------------------------------------------------
@@ -166,68 +160,7 @@ def load_items(path: str | Path, fmt: str) -> tuple[list[Item], list[dict[str, A
     return items, skipped
 
 
-# ----- methods --------------------------------------------------------------------------------
-def method_classes() -> dict[str, Any]:
-    from .scorers import SCORERS
-
-    SCORERS.load_all()
-    return {n: c for n, c in SCORERS.items() if ":" not in n}
-
-
-def resolve_methods(
-    spec: str | None, prm_family: str | None = None, trust_remote_code: bool = False, evaluation: bool = False
-) -> tuple[list[str], set[str]]:
-    """Method names in run order (combined scores last) and the ones named explicitly.
-
-    ``default`` = the head and every method that is not opt-in (with ``evaluation``, also the
-    trivial baselines every report holds); ``all`` = every registered method;
-    ``prm:<id>`` / ``combined:<verifier>`` are registered on the way.
-    """
-    from .scorers.combined import PREFIX as COMBINED
-    from .scorers.combined import combined_method
-    from .scorers.prm import PREFIX as PRM_PREFIX
-    from .scorers.prm import prm_method
-
-    static = method_classes()
-    defaults = [
-        n
-        for n, c in static.items()
-        if not getattr(c, "opt_in", False) and (evaluation or not getattr(c, "evaluation_only", False))
-    ]
-    out: list[str] = []
-    explicit: set[str] = set()
-    for tok in [t.strip() for t in (spec or "default").split(",") if t.strip()]:
-        if tok == "default":
-            out += defaults
-        elif tok == "all":
-            out += list(static)
-        elif tok.startswith(PRM_PREFIX):
-            prm_method(tok, prm_family, trust_remote_code)
-            out.append(tok)
-            explicit.add(tok)
-        elif tok.startswith(COMBINED):
-            verifier = tok[len(COMBINED) :]
-            if verifier.startswith(PRM_PREFIX):
-                prm_method(verifier, prm_family, trust_remote_code)
-            combined_method(tok)
-            out.append(tok)
-            explicit.add(tok)
-        elif tok in static:
-            out.append(tok)
-            explicit.add(tok)
-        else:
-            raise InputError(
-                f"Unknown method {tok!r}. Known: default, all, {', '.join(sorted(static))}, prm:<id>, "
-                "combined:<verifier>."
-            )
-    uniq = list(dict.fromkeys(out))
-    is_comb = [n == "combined" or n.startswith(COMBINED) for n in uniq]
-    order = [n for n, c in zip(uniq, is_comb) if not c] + [n for n, c in zip(uniq, is_comb) if c]
-    # stable: the head first, as everywhere else; the trivial baselines last, as reference lines
-    order.sort(key=lambda n: (n != "uhead", n in static and getattr(static[n], "evaluation_only", False)))
-    return order, explicit
-
-
+# ----- what a score depends on -----------------------------------------------------------------
 def head_digest(head: Any) -> str:
     import torch
 
@@ -426,228 +359,7 @@ def run_scoring(
     return done, skipped
 
 
-# ----- metrics and the report -----------------------------------------------------------------
-def _num(x: Any) -> Any:
-    if isinstance(x, float):
-        return None if not math.isfinite(x) else round(x, 6)
-    if isinstance(x, dict):
-        return {k: _num(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_num(v) for v in x]
-    return x
-
-
-def method_report(
-    items: list[Item], scores: list[list[float]], seconds: list[float], threshold: tuple[float, str], label: str
-) -> dict[str, Any]:
-    from .metrics import ece, pr_auc, processbench, roc_auc
-
-    labels = [it.labels for it in items]
-    pb = [(it.gold, s) for it, s in zip(items, scores) if it.gold is not None]
-    acc = processbench([g for g, _ in pb], [s for _, s in pb], threshold[0]) if pb else {}
-    return {
-        "label": label,
-        "pr_auc": pr_auc(labels, scores),
-        "roc_auc": roc_auc(labels, scores),
-        "f1": acc.get("f1", float("nan")),
-        "error_acc": acc.get("error_acc", float("nan")),
-        "correct_acc": acc.get("correct_acc", float("nan")),
-        "ece": ece(labels, scores),
-        "seconds_per_chain": sum(seconds) / len(seconds) if seconds else float("nan"),
-        "threshold": threshold[0],
-        "threshold_from": threshold[1],
-    }
-
-
-def build_report(
-    dataset: str,
-    fmt: str,
-    items: list[Item],
-    done: dict[str, dict[str, dict[str, Any]]],
-    scorers: dict[str, Any],
-    policy: Policy,
-    skipped: list[dict[str, Any]],
-    extra: dict[str, Any] | None = None,
-) -> tuple[dict[str, Any], dict[str, list[list[float]]], list[Item]]:
-    """The report dict, plus each method's scores and the items they cover (for the figures)."""
-    from .pairwise import pairwise_accuracy
-
-    ok = [it for it in items if it.id in done and all(m in done[it.id] for m in scorers)]
-    methods: dict[str, Any] = {}
-    per_method: dict[str, list[list[float]]] = {}
-    gold = [it.gold for it in ok]
-    for m, s in scorers.items():
-        sc = [done[it.id][m]["scores"] for it in ok]
-        secs = [float(done[it.id][m]["seconds"]) for it in ok]
-        pb_gold = [g for g in gold if g is not None]
-        pb_scores = [x for g, x in zip(gold, sc) if g is not None]
-        t = threshold_for(m, s, policy, pb_gold, pb_scores)
-        methods[m] = method_report(ok, sc, secs, t, getattr(s, "label", m))
-        methods[m]["f1_best"] = best_on_data(pb_gold, pb_scores)  # this data as validation for another run
-        pw = pairwise_accuracy([it.row for it in ok], [it.labels for it in ok], sc)
-        if pw is not None:  # rows hold rated alternatives to the same step (see pairwise.py)
-            methods[m]["pairwise"] = pw
-        per_method[m] = sc
-    cap = [float(done[it.id][CAPTURE]["seconds"]) for it in ok if CAPTURE in done[it.id]]
-    shared = [m for m, s in scorers.items() if s.needs_internals]
-    report: dict[str, Any] = {
-        "dataset": dataset,
-        "format": fmt,
-        "n_chains": len(ok),
-        "n_steps": sum(len(it.labels) for it in ok),
-        "n_labelled_steps": sum(x is not None for it in ok for x in it.labels),
-        "n_wrong_steps": sum(x == 1 for it in ok for x in it.labels),
-        "n_chains_with_error": sum(it.gold is not None and it.gold >= 0 for it in ok),
-        "n_chains_without_error": sum(it.gold == -1 for it in ok),
-        "methods": methods,
-        "capture": {
-            "seconds_per_chain": sum(cap) / len(cap) if cap else float("nan"),
-            "shared_by": shared,
-            "note": "one teacher-forced forward pass per chain, read by every method in shared_by; its time is "
-            "counted here once and not in those methods' seconds_per_chain",
-        },
-        "threshold_policy": policy_name(policy),
-        **({"thresholds_from": policy.source} if isinstance(policy, ValThresholds) else {}),
-        "skipped": skipped,
-        **(extra or {}),
-    }
-    if policy == "best":
-        report["notes"] = ["thresholds were chosen to maximize F1 on this data: F1 and accuracies are optimistic"]
-    return _num(report), per_method, ok
-
-
-def _fmt(x: Any, digits: int = 3) -> str:
-    return "n/a" if x is None else (f"{x:.{digits}f}" if isinstance(x, float) else str(x))
-
-
-def markdown_table(report: dict[str, Any]) -> str:
-    head = "| method | PR-AUC | ROC-AUC | F1 | error acc | correct acc | ECE | threshold | s/chain |"
-    lines = [
-        f"{report['dataset']}: {report['n_chains']} chains, {report['n_steps']} steps "
-        f"({report['n_wrong_steps']} wrong)",
-        "",
-        head,
-        "|" + "---|" * 9,
-    ]
-    pairwise = any("pairwise" in r for r in report["methods"].values())
-    if pairwise:
-        lines[2] += " pairwise [95 % CI] |"
-        lines[3] += "---|"
-    for m, r in report["methods"].items():
-        cells = [r["pr_auc"], r["roc_auc"], r["f1"], r["error_acc"], r["correct_acc"], r["ece"], r["threshold"]]
-        lines.append(f"| {m} | " + " | ".join(_fmt(c) for c in cells) + f" | {_fmt(r['seconds_per_chain'], 4)} |")
-        if pairwise:
-            pw = r.get("pairwise")
-            lines[-1] += f" {pw['accuracy']:.3f} [{pw['ci95'][0]:.3f}, {pw['ci95'][1]:.3f}] |" if pw else " |"
-    cap = report["capture"]
-    if cap["shared_by"]:
-        lines.append(f"| (capture, shared) | | | | | | | | {_fmt(cap['seconds_per_chain'], 4)} |")
-    lines += ["", describe(report["methods"])]
-    if report["skipped"]:
-        lines += ["", f"{len(report['skipped'])} rows skipped (listed in the report)."]
-    return "\n".join(lines) + "\n"
-
-
-def figures(items: list[Item], per_method: dict[str, list[list[float]]], bins: int = 10) -> list[Any]:
-    """Plotly figures: precision-recall curves and a reliability diagram, one trace per method."""
-    import numpy as np
-    import plotly.graph_objects as go
-    from sklearn.metrics import precision_recall_curve
-
-    from .metrics import _flat
-
-    labels = [it.labels for it in items]
-    pr = go.Figure()
-    rel = go.Figure()
-    rel.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect", line={"dash": "dot", "color": "grey"}))
-    for m, scores in per_method.items():
-        y, p = _flat(labels, scores)
-        if y.size and y.min() != y.max():
-            prec, rec, _ = precision_recall_curve(y, p)
-            pr.add_trace(go.Scatter(x=rec, y=prec, mode="lines", name=m, line={"shape": "hv"}))
-        if y.size:
-            idx = np.minimum((p * bins).astype(int), bins - 1)
-            xs, ys, ns = [], [], []
-            for b in range(bins):
-                sel = idx == b
-                if sel.any():
-                    xs.append(float(p[sel].mean()))
-                    ys.append(float(y[sel].mean()))
-                    ns.append(int(sel.sum()))
-            rel.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=m, text=[f"{n} steps" for n in ns]))
-    y_all, _ = _flat(labels, next(iter(per_method.values()))) if per_method else (np.zeros(0), None)
-    if y_all.size:
-        pr.add_hline(y=float(y_all.mean()), line_dash="dot", line_color="grey", annotation_text="share of wrong steps")
-    pr.update_layout(title="Precision-recall, wrong steps positive", xaxis_title="recall", yaxis_title="precision")
-    pr.update_xaxes(range=[0, 1])
-    pr.update_yaxes(range=[0, 1.02])
-    rel.update_layout(
-        title=f"Reliability ({bins} equal-width bins)", xaxis_title="mean p_error", yaxis_title="fraction wrong"
-    )
-    rel.update_xaxes(range=[0, 1])
-    rel.update_yaxes(range=[0, 1])
-    return [pr, rel]
-
-
-def write_html(path: Path, report: dict[str, Any], figs: list[Any]) -> None:
-    """One self-contained page: the table and the figures, plotly.js inline (works offline)."""
-    import html
-
-    rows = []
-    for m, r in report["methods"].items():
-        cells = [r["pr_auc"], r["roc_auc"], r["f1"], r["error_acc"], r["correct_acc"], r["ece"], r["threshold"]]
-        tds = "".join(f"<td>{_fmt(c)}</td>" for c in cells) + f"<td>{_fmt(r['seconds_per_chain'], 4)}</td>"
-        rows.append(f"<tr><td>{html.escape(m)}</td>{tds}</tr>")
-    cap = report["capture"]
-    if cap["shared_by"]:
-        rows.append(f"<tr><td>(capture, shared)</td>{'<td></td>' * 7}<td>{_fmt(cap['seconds_per_chain'], 4)}</td></tr>")
-    head = "".join(
-        f"<th>{h}</th>"
-        for h in ["method", "PR-AUC", "ROC-AUC", "F1", "error acc", "correct acc", "ECE", "threshold", "s/chain"]
-    )
-    divs = [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figs)]
-    title = html.escape(f"uhead-viz evaluation: {report['dataset']}")
-    page = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>{title}</title>
-<style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:.2em .6em;text-align:right}}
-td:first-child{{text-align:left}} table{{border-collapse:collapse}} tr:nth-child(even){{background:#f4f4f4}}</style>
-</head><body>
-<h1>{title}</h1>
-<p>{report["n_chains"]} chains, {report["n_steps"]} steps, {report["n_wrong_steps"]} wrong; thresholds:
-{html.escape(report["threshold_policy"])}; {len(report["skipped"])} rows skipped.</p>
-<table><tr>{head}</tr>{"".join(rows)}</table>
-{"".join(divs)}
-</body></html>
-"""
-    path.write_text(page, encoding="utf-8")
-
-
-# ----- the command ----------------------------------------------------------------------------
-def build_scorers_for(
-    methods: list[str], llm: Any, head: Any, cache: Any, explicit: set[str]
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """The scorers that can run, sharing ``cache``, and why each other method cannot.
-
-    A method named explicitly that cannot run is an error; one that came with ``default``
-    or ``all`` is left out with a warning.
-    """
-    from .scorers import get_scorer
-
-    scorers: dict[str, Any] = {}
-    unavailable: dict[str, str] = {}
-    for m in methods:
-        try:
-            scorers[m] = get_scorer(m, llm, head=head, cache=cache)
-        except (InputError, KeyError, ValueError) as e:
-            if m in explicit:
-                raise InputError(f"Method {m} cannot run: {e}") from e
-            unavailable[m] = str(e)
-            logger.warning("Leaving out %s: %s", m, e)
-    if not scorers:
-        raise InputError("No method can run: " + "; ".join(f"{k}: {v}" for k, v in unavailable.items()))
-    return scorers, unavailable
-
-
+# ----- the run ----------------------------------------------------------------------------------
 def evaluate(
     data: str | Path,
     fmt: str,
@@ -690,141 +402,5 @@ def evaluate(
         store.close()
     info = {**(extra or {}), "unavailable": unavailable, "score_cache": str(store.path), "data": str(data)}
     report, per_method, ok = build_report(Path(data).name, fmt, items, done, scorers, threshold, skipped + failed, info)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    if ok:
-        try:
-            write_html(out.with_suffix(".html"), report, figures(ok, per_method))
-        except ImportError as e:  # plotly is optional for headless runs; the JSON report is what counts
-            logger.warning("No HTML report (%s); the JSON report is complete.", e)
+    write_report(out, report, ok, per_method)
     return report
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    import sys
-
-    from .llm import load_llm
-    from .ray_run import ray_settings
-    from .scoring import default_head
-    from .uhead import load_head, read_config
-
-    if not Path(args.data).is_file():
-        raise InputError(f"No data file {args.data}.")
-    policy: Policy = parse_policy(args.threshold)
-    if args.thresholds_from:
-        if args.threshold != "default":
-            raise InputError("Give --threshold or --thresholds-from, not both.")
-        if not Path(args.thresholds_from).is_file():
-            raise InputError(f"No validation file {args.thresholds_from}.")
-    ray = ray_settings(args, rows_per_batch=16)  # refuses --ray without Ray installed, before the model loads
-    if args.head:
-        read_config(args.head)  # refuse a missing or broken head before the model loads
-    loaded = load_items(args.data, args.format)  # refuse an unreadable file before the model loads
-    if not loaded[0]:
-        raise InputError(f"No usable rows in {args.data} (format {args.format}).")
-    methods, explicit = resolve_methods(args.methods, args.prm_family, args.trust_remote_code, evaluation=True)
-    from .scorers import SCORERS
-
-    # position and length baselines alone need no model: the run then loads none
-    llm = load_llm(args.model) if any(getattr(SCORERS[m], "needs_model", True) for m in methods) else None
-
-    head, head_from, unavailable = None, None, {}
-    if any(SCORERS[m].needs_head for m in methods):
-        if args.head:
-            head, head_from = load_head(args.head, llm, allow_other_build=args.allow_other_build), args.head
-        else:
-            head, why = default_head(llm, allow_other_build=args.allow_other_build)
-            head_from = why if head is not None else None
-            if head is None:
-                dropped = [m for m in methods if SCORERS[m].needs_head]
-                named = [m for m in dropped if m in explicit]
-                if named:
-                    raise InputError(f"{', '.join(named)} needs a head, and none fits {llm.name}: {why}.")
-                logger.warning("UHead is unavailable for %s: %s. Leaving out %s.", llm.name, why, ", ".join(dropped))
-                unavailable = {m: f"no head: {why}" for m in dropped}
-                methods = [m for m in methods if m not in dropped]
-    if not methods:
-        raise InputError("No method left to run.")
-    extra = {"model": llm.name if llm is not None else None, "head": head_from, "unavailable": unavailable}
-    store = None
-    if args.store and llm is not None:
-        from .featstore import FeatureStore
-        from .internals import CaptureSpec
-        from .uhead import base_info
-
-        spec = head.spec if head is not None else CaptureSpec()
-        store = FeatureStore(args.store, spec, base_info(llm))
-        store.merge_parts()  # captures parallel workers left when a run was stopped
-    runner = None
-    if ray is not None:
-        from .ray_run import RayRunner
-        from .workers import EvaluateRecipe, ModelRecipe, open_evaluate
-
-        recipe = EvaluateRecipe(
-            ModelRecipe.of(llm), tuple(methods), tuple(sorted(explicit)),
-            str(Path(head_from).resolve()) if head is not None and head_from else None, args.allow_other_build,
-            args.prm_family, args.trust_remote_code,
-            str(store.root.resolve()) if store is not None else None,
-            store.spec.to_dict() if store is not None else None,
-        )
-        runner = RayRunner(open_evaluate, recipe, ray, what="labelled chains")
-    try:
-        if args.thresholds_from:  # a report's cuts, or a labelled file evaluated first next to --out
-            val_out = Path(args.out).with_name(Path(args.out).stem + ".val.json")
-            policy = from_validation(
-                args.thresholds_from,
-                lambda p: evaluate(p, args.format, llm, methods, val_out, head, 0, "default", explicit, extra=extra,
-                                   store=store),
-            )
-        report = evaluate(
-            args.data, args.format, llm, methods, args.out, head, args.limit, policy, explicit, extra=extra,
-            loaded=loaded, store=store, runner=runner,
-        )
-    finally:
-        if store is not None:
-            store.close()
-            store.merge_parts()  # what Ray workers captured (each into a part of its own)
-    sys.stdout.write(markdown_table(report))
-    html = Path(args.out).with_suffix(".html")
-    logger.info("Wrote %s%s", args.out, f" and {html}" if html.is_file() else "")
-    return 0
-
-
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    """Register ``evaluate`` on the CLI's subparsers."""
-    p = sub.add_parser("evaluate", help="score labelled chains with every method and report step metrics")
-    p.add_argument("--data", required=True, help="ProcessBench JSON/JSONL, or JSONL rows with steps and labels")
-    p.add_argument("--format", choices=FORMATS, default="processbench", help="processbench (default) or jsonl")
-    p.add_argument("--out", required=True, help="report JSON; report.html and report.scores.jsonl go next to it")
-    p.add_argument("--limit", type=int, default=0, help="only the first N usable rows")
-    p.add_argument(
-        "--methods",
-        default=None,
-        help="comma-separated: default (head + baselines), all (adds judge, combined), names, prm:<id>, "
-        "combined:<verifier>",
-    )
-    p.add_argument(
-        "--threshold",
-        default="default",
-        help="default (head's stored one for uhead, 0.5 otherwise), best (max F1 on this data), or a number",
-    )
-    p.add_argument(
-        "--thresholds-from",
-        default=None,
-        metavar="VAL",
-        help="each method's F1 threshold: its best on VAL, an evaluate report or a labelled file in --format "
-        "(evaluated first, into <out>.val.json)",
-    )
-    p.add_argument("--head", default=None, help="head checkpoint folder (default: a matching one in checkpoints/)")
-    p.add_argument("--model", default=None, help="packaged name, local folder or hub id")
-    p.add_argument("--allow-other-build", action="store_true", help="use a head trained on another build of the model")
-    p.add_argument("--prm-family", default=None, help="family of prm:<id> methods whose family is not detected")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow PRMs that ship their own model code")
-    p.add_argument(
-        "--store", default=None, help="feature store folder: reuse captures made by `features` (and keep new ones)"
-    )
-    from .ray_run import add_ray_arguments
-
-    add_ray_arguments(p, "labelled chains per Ray task (default 16)")
-    p.set_defaults(func=cmd_evaluate)
-    return p

@@ -207,9 +207,9 @@ def score_batch(
 
     The one implementation of batch scoring: ``score_file`` calls it in this process and
     every Ray worker calls it on its share (``ray_run``), so a row's scores do not depend on
-    what ran them. Results depend on the batch only through the head's padded batch pass,
-    so both paths cut the same batches. A malformed row (RowError, ValueError) is reported
-    in its result and the rest of the batch goes on; anything else is a bug and propagates.
+    what ran them (the head and the baselines score each chain on its own, so neither on its
+    batch). A malformed row (RowError, ValueError) is reported in its result and the rest of
+    the batch goes on; anything else is a bug and propagates.
     ``on_row`` is called after each row's capture (progress).
     """
     caches = {id(s.cache): s.cache for s in scorers.values()}

@@ -78,7 +78,7 @@ class ScoreRecipe:
 
 def open_score(recipe: ScoreRecipe) -> Work:
     """Load once; then each call scores a batch of rows exactly as ``score_file`` does in one process."""
-    from .evaluate import resolve_methods
+    from .method_choice import resolve_methods
     from .scoring import build_scorers, score_batch
 
     resolve_methods(",".join(recipe.methods), recipe.prm_family, recipe.trust_remote_code)  # registers prm:<id>
@@ -106,7 +106,8 @@ class _Evaluator:
     """Evaluates items sent with the driver's cache identities, after checking they are its own."""
 
     def __init__(self, recipe: EvaluateRecipe) -> None:
-        from .evaluate import build_scorers_for, head_digest, identities, resolve_methods
+        from .evaluate import head_digest, identities
+        from .method_choice import build_scorers_for, resolve_methods
         from .scorers import InternalsCache
 
         resolve_methods(",".join(recipe.methods), recipe.prm_family, recipe.trust_remote_code)

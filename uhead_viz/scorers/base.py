@@ -1,12 +1,13 @@
 """The scorer interface, the registry, and the shared cache of forward-pass internals.
 
 Every scoring method answers one question per step: how likely is this step wrong? The
-interface is one method, ``score(chains) -> per-step p_error in [0, 1]``, so methods
-can be compared on the same rows. Most methods read the same teacher-forced forward
-pass, which is by far the expensive part, so (as in LM-Polygraph, where estimators
-declare the statistics they depend on) a scorer declares that it needs internals and
-which ``CaptureSpec``; one ``InternalsCache`` runs ``teacher_force`` once per chain with
-the union of those specs and hands every scorer its view.
+interface is one method, ``score_internals(internals, chain) -> per-step p_error in
+[0, 1]`` (``score(chains)`` fetches the internals and calls it), so methods can be
+compared on the same rows. Most methods read the same teacher-forced forward pass, which
+is by far the expensive part, so (as in LM-Polygraph, where estimators declare the
+statistics they depend on) a scorer declares that it needs internals and which
+``CaptureSpec``; one ``InternalsCache`` runs ``teacher_force`` once per chain with the
+union of those specs and hands every scorer its view.
 """
 
 from __future__ import annotations
@@ -110,7 +111,15 @@ class InternalsCache:
 
 
 class Scorer:
-    """One scoring method. Subclasses set ``name`` and implement ``score``.
+    """One scoring method: captured internals and a chain in, one p_error per step out.
+
+    ``score_internals`` is the one scoring path: the live view (on the internals captured
+    so far), the final pass, ``score``, ``evaluate`` and attribution all reach a method's
+    numbers through it, so the same chain and internals give the same scores wherever they
+    are asked for. Subclasses set ``name`` and implement ``_score_internals``; the base
+    clips every score and checks there is one per step, once, here. A method that reads no
+    internals (a verifier) is handed None; one that scores several chains faster together
+    (a PRM's padded batch) may override ``_score_chains`` as well.
 
     ``needs_internals`` / ``spec`` tell the shared cache what to capture; scorers that
     need nothing from the forward pass (e.g. an external verifier) set it False.
@@ -129,7 +138,36 @@ class Scorer:
 
     def score(self, chains: list[Chain]) -> list[list[float]]:
         """Per chain, per step: probability that the step is wrong, in [0, 1]."""
+        raw = self._score_chains(chains)
+        return [self._finish(r, c, 0) for r, c in zip(raw, chains, strict=True)]
+
+    def score_internals(self, internals: Internals | None, chain: Chain, first: int = 0) -> list[float]:
+        """Per step of ``chain`` from step ``first`` on: p_error in [0, 1], from ``internals`` (rows for
+        ``chain.ids``, or a prefix of them that reaches the end of its last step).
+
+        A step's score never depends on which other steps are asked for, so the live view asks
+        only for the steps completed since its last update (``first``).
+        """
+        return self._finish(self._score_internals(internals, chain, first), chain, first)
+
+    def internals_of(self, chain: Chain) -> Internals | None:
+        """What ``_score_internals`` reads for ``chain``: its capture from the shared cache, or None."""
+        return self.cache.get(chain, self.spec) if self.needs_internals else None
+
+    def _score_chains(self, chains: list[Chain]) -> list[list[float]]:
+        """Unchecked scores of several chains; by default one at a time from the shared capture."""
+        return [self._score_internals(self.internals_of(c), c, 0) for c in chains]
+
+    def _score_internals(self, internals: Internals | None, chain: Chain, first: int) -> list[float]:
+        """Unchecked scores of steps ``first``.. of ``chain``."""
         raise NotImplementedError
+
+    def _finish(self, raw: Any, chain: Chain, first: int) -> list[float]:
+        out = [sanitize_score(p) for p in raw]
+        want = len(chain.steps) - first
+        if len(out) != want:
+            raise ValueError(f"{self.name or type(self).__name__} gave {len(out)} scores for {want} steps")
+        return out
 
 
 SCORERS = Registry("scoring method", "uhead_viz.scorers")

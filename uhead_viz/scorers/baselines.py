@@ -35,8 +35,9 @@ from typing import Any
 
 import torch
 
-from ..steps import Chain, body_range  # noqa: F401  (body_range: re-exported for callers)
-from .base import InternalsCache, Scorer, register, sanitize_score
+from ..internals import Internals
+from ..steps import Chain, body_range
+from .base import InternalsCache, Scorer, register
 
 
 class TokenStatScorer(Scorer):
@@ -50,17 +51,13 @@ class TokenStatScorer(Scorer):
     def step_value(self, logprob: torch.Tensor, entropy: torch.Tensor) -> float:
         raise NotImplementedError
 
-    def score(self, chains: list[Chain]) -> list[list[float]]:
+    def _score_internals(self, internals: Internals | None, chain: Chain, first: int) -> list[float]:
+        assert internals is not None
+        lp, ent = internals.token_logprob.float().cpu(), internals.entropy.float().cpu()
         out = []
-        for c in chains:
-            x = self.cache.get(c)
-            lp, ent = x.token_logprob.float().cpu(), x.entropy.float().cpu()
-            row = []
-            for k in range(len(c.spans)):
-                a, b = body_range(self.llm.tokenizer, c, k)
-                v = self.step_value(lp[a:b], ent[a:b])
-                row.append(sanitize_score(v))
-            out.append(row)
+        for k in range(first, len(chain.spans)):
+            a, b = body_range(self.llm.tokenizer, chain, k)
+            out.append(self.step_value(lp[a:b], ent[a:b]))
         return out
 
 

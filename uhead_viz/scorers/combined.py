@@ -22,8 +22,9 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from ..errors import InputError
+from ..internals import Internals
 from ..steps import Chain
-from .base import SCORERS, InternalsCache, Scorer, chain_key, register, sanitize_score
+from .base import SCORERS, InternalsCache, Scorer, chain_key, register
 
 PREFIX = "combined:"
 DEFAULT_VERIFIER = "judge"
@@ -111,16 +112,21 @@ class Combined(Scorer):
         self.parts = ("uhead", self.verifier_name)
         self.label = f"UHead x {getattr(self.verifier, 'label', self.verifier_name)}"
 
-    def score(self, chains: list[Chain]) -> list[list[float]]:
+    def _score_chains(self, chains: list[Chain]) -> list[list[float]]:
         memo = results_for(self.cache)
         heads = memo.scores(self.head_scorer, chains)
         verdicts = memo.scores(self.verifier, chains)
-        out = []
-        for h, v in zip(heads, verdicts):
-            if len(h) != len(v):
-                raise ValueError(f"uhead gave {len(h)} step scores but {self.verifier_name} gave {len(v)}")
-            out.append([sanitize_score(combine(a, b)) for a, b in zip(h, v)])
-        return out
+        return [self._combine(h, v) for h, v in zip(heads, verdicts)]
+
+    def _score_internals(self, internals: Internals | None, chain: Chain, first: int) -> list[float]:
+        """The head's part from ``internals`` (as it is scored live); the verifier's from the memo or computed."""
+        head = self.head_scorer.score_internals(internals, chain, first)
+        return self._combine(head, results_for(self.cache).scores(self.verifier, [chain])[0][first:])
+
+    def _combine(self, heads: list[float], verdicts: list[float]) -> list[float]:
+        if len(heads) != len(verdicts):
+            raise ValueError(f"uhead gave {len(heads)} step scores but {self.verifier_name} gave {len(verdicts)}")
+        return [combine(a, b) for a, b in zip(heads, verdicts)]
 
 
 def combined_method(name: str) -> type[Combined]:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..internals import Internals
 from ..judge import step_correct_probs
 from ..steps import Chain
-from .base import InternalsCache, Scorer, register, sanitize_score
+from .base import InternalsCache, Scorer, register
 
 
 @register
@@ -27,9 +28,6 @@ class JudgeScorer(Scorer):
         super().__init__(llm, cache)
         self.label = f"LLM judge ({getattr(llm, 'name', 'model')}, self)"
 
-    def score(self, chains: list[Chain]) -> list[list[float]]:
-        out = []
-        for c in chains:
-            probs = step_correct_probs(self.llm, c.problem, list(c.steps), reference=None)
-            out.append([sanitize_score(1.0 - p) for p in probs])
-        return out
+    def _score_internals(self, internals: Internals | None, chain: Chain, first: int) -> list[float]:
+        probs = step_correct_probs(self.llm, chain.problem, list(chain.steps), reference=None)
+        return [1.0 - p for p in probs][first:]

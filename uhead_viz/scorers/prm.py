@@ -56,8 +56,9 @@ from typing import Any
 import torch
 
 from ..errors import InputError
+from ..internals import Internals
 from ..steps import Chain, step_body
-from .base import SCORERS, InternalsCache, Scorer, sanitize_score
+from .base import SCORERS, InternalsCache, Scorer
 
 logger = logging.getLogger(__name__)
 
@@ -272,8 +273,12 @@ class PRM(Scorer):
     def step_texts(self, chain: Chain) -> list[str]:
         return [step_body(s) for s in chain.steps]
 
+    def _score_internals(self, internals: Internals | None, chain: Chain, first: int) -> list[float]:
+        return self._score_chains([chain])[0][first:]
+
     @torch.inference_mode()
-    def score(self, chains: list[Chain]) -> list[list[float]]:
+    def _score_chains(self, chains: list[Chain]) -> list[list[float]]:
+        """Chains in padded batches of ``batch_size`` (one forward pass of the PRM per batch)."""
         items = []
         for c in chains:
             steps = self.step_texts(c)
@@ -295,10 +300,7 @@ class PRM(Scorer):
                 mask[i, : len(ids)] = 1
             probs = self.correct_probs(input_ids.to(dev), mask.to(dev)).float().cpu()
             for i, (_, pos) in enumerate(batch):
-                row = []
-                for p in pos:
-                    row.append(sanitize_score(1.0 - float(probs[i, p])))
-                out.append(row)
+                out.append([1.0 - float(probs[i, p]) for p in pos])
         return out
 
 

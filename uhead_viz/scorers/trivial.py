@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..internals import Internals
 from ..jsonl import problem_of
 from ..steps import Chain, step_body
 from .base import InternalsCache, Scorer, register
@@ -72,8 +73,8 @@ class TrivialScorer(Scorer):
     def __init__(self, llm: Any = None, cache: InternalsCache | None = None) -> None:
         super().__init__(llm, cache)
 
-    def score(self, chains: list[Chain]) -> list[list[float]]:
-        return [self.chain_scores(c) for c in chains]
+    def _score_internals(self, internals: Internals | None, chain: Chain, first: int) -> list[float]:
+        return self.chain_scores(chain)[first:]
 
     def chain_scores(self, chain: Chain) -> list[float]:
         raise NotImplementedError

@@ -7,14 +7,15 @@ from typing import Any
 import torch
 
 from ..features import token_features
+from ..internals import Internals
 from ..steps import Chain, body_spans
-from ..uhead import ATTN_BUDGET, UHead, body_mask, check_compatible, collate
+from ..uhead import UHead, check_compatible
 from .base import InternalsCache, Scorer, register
 
 
 @register
 class UHeadScorer(Scorer):
-    """Features from the shared capture, one batched head pass for a list of chains."""
+    """Features from the captured internals; each step's p_error is sigmoid(``UHead.step_logit``)."""
 
     name = "uhead"
     needs_head = True
@@ -37,21 +38,10 @@ class UHeadScorer(Scorer):
         self.head.to(self.device).eval()
 
     @torch.inference_mode()
-    def score(self, chains: list[Chain]) -> list[list[float]]:
-        out: list[list[float]] = []
-        group: list[tuple[torch.Tensor, list[tuple[int, int]], list[tuple[int, int]]]] = []
-        for c in chains:
-            f = token_features(self.cache.get(c, self.spec), self.spec)
-            tmax = max([f.shape[0]] + [g[0].shape[0] for g in group])
-            if group and (len(group) + 1) * self.head.config.n_heads * tmax * tmax > ATTN_BUDGET:
-                out += self._score_group(group)  # keep causal-mode attention maps within budget
-                group = []
-            bodies = body_spans(self.llm.tokenizer, c) if self.head.config.pool_body else c.spans
-            group.append((f, c.spans, bodies))
-        return out + (self._score_group(group) if group else [])
-
-    def _score_group(self, items: list[tuple[torch.Tensor, list, list]]) -> list[list[float]]:
-        feats, valid, steps = collate([(f, sp) for f, sp, _ in items], self.device)
-        pool = body_mask([b for _, _, b in items], feats.shape[1], self.device)
-        probs = torch.sigmoid(self.head(feats, valid, steps, pool).float()).cpu()
-        return [probs[i, : len(sp)].tolist() for i, (_, sp, _) in enumerate(items)]
+    def _score_internals(self, internals: Internals | None, chain: Chain, first: int) -> list[float]:
+        assert internals is not None
+        feats = token_features(internals, self.spec).to(self.device)
+        bodies = body_spans(self.llm.tokenizer, chain) if self.head.config.pool_body else None
+        spans = list(chain.spans)
+        logits = [self.head.step_logit(feats, spans, k, bodies) for k in range(first, len(spans))]
+        return [float(torch.sigmoid(z.float())) for z in logits]
