@@ -21,8 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..methods import method_label
 from . import render
-from .methods import method_label
 from .render import esc, fmt
 
 
@@ -187,6 +187,6 @@ def add_download_buttons(
         return gr.DownloadButton(value=paths[0], visible=True), gr.DownloadButton(value=paths[1], visible=True)
 
     update.__annotations__["request"] = gr.Request  # gradio is imported here only; let it see the type
-    for trig in (state.change, mode.change):
-        trig(update, [state, mode], [js, page], api_visibility="private", show_progress="hidden")
+    gr.on([state.change, mode.change], update, [state, mode], [js, page], api_visibility="private",
+          show_progress="hidden")
     return js, page
