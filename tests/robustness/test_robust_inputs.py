@@ -15,11 +15,11 @@ import re
 import pytest
 from app_support import installed_engine, last, page_handlers
 
-from uhead_viz import engine as engine_mod
+from uhead_viz import chains_io, scoring
 from uhead_viz import llm as llm_mod
-from uhead_viz import scoring
+from uhead_viz.chains_io import parse_steps, read_dataset
 from uhead_viz.cli import main
-from uhead_viz.engine import parse_steps, read_dataset, request_settings
+from uhead_viz.engine import request_settings
 from uhead_viz.errors import InputError
 from uhead_viz.llm import MAX_QUESTION_CHARS, clean_question
 from uhead_viz.scoring import row_to_chain
@@ -181,14 +181,14 @@ def test_pasted_chains_over_a_limit_are_refused_with_the_limit(engine, ui, bad_i
         ("steps: only whitespace", " \n \n\t", "Paste at least one step"),
         ("steps: only an Answer line", "Answer: 72", "No steps found"),
         (
-            f"steps: {engine_mod.MAX_PASTE_CHARS + 1:,} characters",
-            "1" * (engine_mod.MAX_PASTE_CHARS + 1),
-            f"the limit is {engine_mod.MAX_PASTE_CHARS:,}",
+            f"steps: {chains_io.MAX_PASTE_CHARS + 1:,} characters",
+            "1" * (chains_io.MAX_PASTE_CHARS + 1),
+            f"the limit is {chains_io.MAX_PASTE_CHARS:,}",
         ),
         (
-            f"steps: {engine_mod.MAX_PASTE_STEPS + 1} lines",
+            f"steps: {chains_io.MAX_PASTE_STEPS + 1} lines",
             "\n".join(f"{i} + 1 = {i + 1}" for i in range(61)),
-            f"the {engine_mod.MAX_PASTE_STEPS} a pasted chain may have",
+            f"the {chains_io.MAX_PASTE_STEPS} a pasted chain may have",
         ),
     ]
     for label, text, msg in cases:
@@ -251,7 +251,7 @@ def test_uploads_that_cannot_be_chains_are_refused_with_a_reason(engine, ui, tmp
     for label, (data, msg) in cases.items():
         p = tmp_path / "upload.jsonl"
         p.write_bytes(data)
-        monkeypatch.setattr(engine_mod, "MAX_UPLOAD_BYTES", 4096 if "limit set" in label else 2**30)
+        monkeypatch.setattr(chains_io, "MAX_UPLOAD_BYTES", 4096 if "limit set" in label else 2**30)
         with pytest.raises(InputError, match=msg):
             read_dataset(p)
         text = text_of(last(ui.score_upload(str(p)))[ui.page.file_msg])

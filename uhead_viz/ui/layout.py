@@ -13,8 +13,9 @@ from typing import Any
 import gradio as gr
 
 from .. import allowlist
+from ..chains_io import MAX_UPLOAD_BYTES
 from ..downloads import SessionDownloads
-from ..engine import MAX_UPLOAD_BYTES, verifier_names
+from ..engine import verifier_names
 from . import examples as ex
 from . import export, render, share
 from .api import API_DOC, ApiHandlers
