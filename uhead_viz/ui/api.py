@@ -11,7 +11,8 @@ from .. import allowlist
 from ..engine import request_settings
 from ..errors import InputError
 from ..llm import clean_question
-from ..public import scrub, shown_path
+from ..public import scrub
+from ..results import Analysis, partial_json
 from . import examples as ex
 from .base import OOPS, HandlerBase
 from .holder import model_example, model_stream
@@ -36,30 +37,12 @@ final result, and `job.cancel()` stops the work at once.
 
 def api_result(analysis: dict[str, Any]) -> dict[str, Any]:
     """The JSON the ``analyze`` endpoint returns: the chain's steps, each with its text and per-method scores."""
-    return {
-        "question": analysis.get("question"),
-        "model": analysis.get("model", {}).get("name"),
-        "head": shown_path((analysis.get("head") or {}).get("path")),
-        "primary": analysis.get("primary"),
-        "threshold": analysis.get("threshold"),
-        "answer": analysis.get("answer"),
-        "stop_reason": analysis.get("stop_reason"),
-        "verifier": (analysis.get("verifier") or {}).get("name"),
-        "steps": [
-            {"index": s["index"], "text": s["body"], "scores": dict(s["scores"])} for s in analysis.get("steps", [])
-        ],
-        "notes": analysis.get("notes", []),
-    }
+    return Analysis.from_record(analysis).to_json()
 
 
 def partial_result(view: dict[str, Any]) -> dict[str, Any]:
     """A streamed update of the API: the steps scored so far, marked ``partial``."""
-    steps = [
-        {"index": s["index"], "text": s["body"], "scores": dict(s["scores"])}
-        for s in view.get("steps", [])
-        if s.get("scores")
-    ]
-    return {"question": view.get("question"), "partial": True, "steps": steps}
+    return partial_json(view)
 
 
 class ApiHandlers(HandlerBase):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..methods import method_label
+from ..results import Analysis
 from . import render
 from .render import esc, fmt
 
@@ -47,7 +48,8 @@ def file_stem(analysis: dict[str, Any]) -> str:
 
 def chain_document(analysis: dict[str, Any]) -> dict[str, Any]:
     """The analysis as exported JSON: everything but the app's own bookkeeping (keys starting with ``_``)."""
-    doc = {k: v for k, v in analysis.items() if not k.startswith("_")}
+    rec = Analysis.from_record(analysis).to_record()
+    doc = {k: v for k, v in rec.items() if not k.startswith("_")}
     doc["exported_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return doc
 
