@@ -137,3 +137,12 @@ def test_verifier_needs_a_choice_and_a_prm_id(ui):
     assert "Choose a verifier" in ui.run_verifier(a, "ask", NO_VERIFIER, "", "Step score", None)[p.verify_msg]
     assert "hub id" in ui.run_verifier(a, "ask", PRM, "", "Step score", None)[p.verify_msg]
     assert "Analyse a chain first" in ui.run_verifier(None, None, JUDGE, "", "Step score", None)[p.verify_msg]
+
+
+def test_a_holder_crosses_a_process_boundary_by_reference(ui):
+    """On ZeroGPU the model work's arguments are pickled into a forked worker, which already holds
+    the holder: it goes across as its key, never as a model, threads and locks."""
+    import pickle
+
+    data = pickle.dumps(ui.holder)
+    assert len(data) < 200 and pickle.loads(data) is ui.holder
