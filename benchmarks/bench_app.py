@@ -23,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from uhead_viz import render  # noqa: E402
 from uhead_viz.engine import Engine  # noqa: E402
 from uhead_viz.llm import load_llm  # noqa: E402
 from uhead_viz.steps import split_text  # noqa: E402
+from uhead_viz.ui import render  # noqa: E402
 
 QUESTIONS = [
     "A bakery sells muffins for $3 each and cookies for $1.50 each. On Monday it sold 24 muffins and twice as many "

@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from uhead_viz import examples  # noqa: E402
 from uhead_viz.engine import Engine, verifier_names  # noqa: E402
 from uhead_viz.llm import load_llm  # noqa: E402
+from uhead_viz.ui import examples  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,26 +86,23 @@ def make_step_llm(tokenizer, script: str = SCRIPT, seed: int = 0, name: str = "t
 
 @contextlib.contextmanager
 def installed_engine(tokenizer, root: Path) -> Iterator[Any]:
-    """A tiny-model Engine installed as the app's engine, with empty checkpoint and example folders.
-
-    The app module keeps one engine holder; tests that drive the app's callbacks swap theirs in
-    and put the old one back, so test files do not see each other's engines.
-    """
+    """A tiny-model Engine with empty checkpoint and example folders (set for as long as it is used)."""
     import pytest
 
-    import app
     from uhead_viz.engine import Engine
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("UHEAD_VIZ_CHECKPOINTS", str(root / "checkpoints"))
         mp.setenv("UHEAD_VIZ_EXAMPLES", str(root / "examples"))
-        eng = Engine(make_step_llm(tokenizer))
-        holder = app.HOLDER
-        app.HOLDER = app.EngineHolder(engine=eng)
-        try:
-            yield eng
-        finally:
-            app.HOLDER = holder
+        yield Engine(make_step_llm(tokenizer))
+
+
+def page_handlers(engine: Any, **kw: Any) -> Any:
+    """The handlers of a page built for ``engine`` (``kw`` goes to ``build``), called as Gradio calls them."""
+    from uhead_viz.ui.holder import EngineHolder
+    from uhead_viz.ui.layout import build
+
+    return build(EngineHolder(engine=engine), **kw).handlers
 
 
 def last(gen: Iterable[Any]) -> Any:

@@ -9,12 +9,10 @@ import torch
 from app_support import make_step_llm
 
 from uhead_viz import attribution
-from uhead_viz import examples as ex
 from uhead_viz.capture import CaptureSpec, teacher_force
 from uhead_viz.engine import (
     Engine,
     LiveCapture,
-    api_result,
     complete_steps,
     parse_steps,
     read_dataset,
@@ -25,6 +23,8 @@ from uhead_viz.features import token_features
 from uhead_viz.llm import ASSISTANT_PREFIX
 from uhead_viz.scoring import score_rows
 from uhead_viz.uhead import UHead, save_head
+from uhead_viz.ui import examples as ex
+from uhead_viz.ui.api import api_result
 
 Q = "Natalia sold 48 clips in April and half as many in May. How many clips did she sell?"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from test_render import analysis
 
-from uhead_viz import export, render
+from uhead_viz.ui import export, render
 
 
 def test_page_is_standalone_and_shows_the_coloured_chain():

@@ -7,7 +7,7 @@ import math
 import plotly.graph_objects as go
 import pytest
 
-from uhead_viz import plots, render
+from uhead_viz.ui import plots, render
 
 
 def analysis(n_steps=3, verifier=False, head=False, evil=False):

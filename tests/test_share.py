@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
-from uhead_viz import share
-from uhead_viz.examples import EXAMPLES
+from uhead_viz.ui import share
+from uhead_viz.ui.examples import EXAMPLES
 
 BASE = "http://127.0.0.1:7860/"
 

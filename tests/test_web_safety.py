@@ -12,9 +12,8 @@ from pathlib import Path
 import gradio as gr
 import pytest
 import torch
-from app_support import installed_engine, last
+from app_support import installed_engine, last, page_handlers
 
-import app
 from uhead_viz import allowlist
 from uhead_viz.capture import CaptureSpec
 from uhead_viz.downloads import SessionDownloads
@@ -24,6 +23,9 @@ from uhead_viz.modellock import ModelLock
 from uhead_viz.public import REPO, scrub, shown_path
 from uhead_viz.scorers import SCORERS
 from uhead_viz.uhead import UHead, save_head
+from uhead_viz.ui import holder as holder_mod
+from uhead_viz.ui.base import NO_VERIFIER, PRM, error_html
+from uhead_viz.ui.holder import EngineHolder
 
 Q = "Natalia sold 48 clips in April and half as many in May. How many clips did she sell?"
 HOME = os.path.expanduser("~")
@@ -39,6 +41,11 @@ def server_paths(text: str, *extra: Path) -> list[str]:
 def engine(tokenizer, tmp_path):
     with installed_engine(tokenizer, tmp_path) as eng:
         yield eng
+
+
+@pytest.fixture
+def ui(engine):
+    return page_handlers(engine)
 
 
 @pytest.fixture
@@ -59,8 +66,8 @@ def spy_prm_lookup(monkeypatch):
 # ----- allow-list ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("verifier", ["prm:/etc", "prm:~/.cache", "prm:../checkpoints", "prm:./x/y",
                                       "prm:skywork:/etc", "prm:C:\\models\\prm", "prm:" + str(REPO)])
-def test_api_refuses_a_path_without_reading_it(engine, spy_prm_lookup, verifier):
-    r = app.analyze(Q, max_new_tokens=80, verifier=verifier)
+def test_api_refuses_a_path_without_reading_it(engine, ui, spy_prm_lookup, verifier):
+    r = ui.analyze(Q, max_new_tokens=80, verifier=verifier)
     assert set(r) == {"error", "steps"} and r["steps"] == []
     assert "not accepted here" in r["error"]
     assert not server_paths(r["error"]) and "/etc" not in r["error"] and ".cache" not in r["error"]
@@ -68,24 +75,25 @@ def test_api_refuses_a_path_without_reading_it(engine, spy_prm_lookup, verifier)
     assert verifier not in SCORERS
 
 
-def test_api_refuses_an_unlisted_hub_id(engine, spy_prm_lookup, monkeypatch):
+def test_api_refuses_an_unlisted_hub_id(engine, ui, spy_prm_lookup, monkeypatch):
     monkeypatch.setenv(allowlist.ENV, "Skywork/Skywork-o1-Open-PRM-Qwen-2.5-1.5B")
-    r = app.analyze(Q, max_new_tokens=80, verifier="prm:someone/any-model")
+    r = ui.analyze(Q, max_new_tokens=80, verifier="prm:someone/any-model")
     assert "not on this server's list" in r["error"] and "Skywork/Skywork-o1-Open-PRM-Qwen-2.5-1.5B" in r["error"]
     assert r["steps"] == [] and spy_prm_lookup == [] and engine._verifiers == {}
 
 
-def test_api_refuses_a_verifier_of_another_kind(engine, spy_prm_lookup):
-    r = app.analyze(Q, max_new_tokens=80, verifier="combined:prm:/etc")
+def test_api_refuses_a_verifier_of_another_kind(engine, ui, spy_prm_lookup):
+    r = ui.analyze(Q, max_new_tokens=80, verifier="combined:prm:/etc")
     assert "verifier must be" in r["error"] and not server_paths(r["error"]) and "/etc" not in r["error"]
 
 
-def test_prm_box_refuses_paths_and_unlisted_ids(engine, spy_prm_lookup):
-    a = last(app.ask(Q, 80, 0.0, app.NO_VERIFIER, "", False, "Step score"))[2]
+def test_prm_box_refuses_paths_and_unlisted_ids(engine, ui, spy_prm_lookup):
+    p = ui.page
+    a = last(ui.ask(Q, 80, 0.0, NO_VERIFIER, "", False, "Step score"))[p.ask_state]
     for box in ("/etc", "~/.cache", "../../", "nobody/unlisted"):
-        msg = app.run_verifier(a, app.PRM, box, "Step score", None)[-1]
+        msg = ui.run_verifier(a, "ask", PRM, box, "Step score", None)[p.verify_msg]
         assert "uv-error" in msg and not server_paths(msg)
-    html = last(app.ask(Q, 80, 0.0, app.PRM, "~/.cache", True, "Step score"))[0]
+    html = last(ui.ask(Q, 80, 0.0, PRM, "~/.cache", True, "Step score"))[p.chain]
     assert "not accepted here" in html and not server_paths(html)
     assert spy_prm_lookup == [] and engine._verifiers == {}
 
@@ -106,22 +114,22 @@ def test_allow_list_from_env_or_file():
 
 
 # ----- no server paths ----------------------------------------------------------------------------
-def test_analyze_names_the_head_without_its_server_path(engine, tmp_path):
+def test_analyze_names_the_head_without_its_server_path(engine, ui, tmp_path):
     torch.manual_seed(0)
     head = UHead.for_llm(engine.llm, CaptureSpec(window=4, top_k=3), d_model=16, n_layers=1, n_heads=2, d_ff=32)
     save_head(head.eval(), tmp_path / "checkpoints" / "tiny-head")
     assert engine.refresh_head(force=True) and engine.head is not None
-    r = app.analyze(Q, max_new_tokens=80)
+    r = ui.analyze(Q, max_new_tokens=80)
     assert r["primary"] == "uhead" and r["head"] == "tiny-head"
     assert not server_paths(json.dumps(r), tmp_path)
-    status = app.HOLDER.status_html()
+    status = ui.holder.status_html()
     assert "tiny-head" in status and not server_paths(status, tmp_path)
 
 
-def test_no_head_note_names_no_server_folder(engine, tmp_path):
-    r = app.analyze(Q, max_new_tokens=80)
+def test_no_head_note_names_no_server_folder(engine, ui, tmp_path):
+    r = ui.analyze(Q, max_new_tokens=80)
     assert r["head"] is None
-    status = app.HOLDER.status_html()
+    status = ui.holder.status_html()
     assert not server_paths(status, tmp_path) and not server_paths(json.dumps(engine.status()), tmp_path)
 
 
@@ -145,18 +153,18 @@ def test_a_failed_model_load_is_reported_at_once_without_paths(monkeypatch):
     def fail(name, device=None):
         raise OSError(f"no file {HOME}/.cache/uhead_viz/models/x/config.json")
 
-    monkeypatch.setattr(app, "load_llm", fail)
-    holder = app.EngineHolder(name="qwen-coder-1.5b")
+    monkeypatch.setattr(holder_mod, "load_llm", fail)
+    holder = EngineHolder(name="qwen-coder-1.5b")
     t0 = time.perf_counter()
     with pytest.raises(InputError) as e:
         holder.get()  # starts the loader itself
     assert time.perf_counter() - t0 < 10
-    assert "config.json" in str(e.value) and HOME + "/" not in app._err(e.value)
+    assert "config.json" in str(e.value) and HOME + "/" not in error_html(e.value)
     assert HOME + "/" not in holder.status_html()
 
 
 def test_a_dead_loader_thread_is_reported_not_waited_on():
-    holder = app.EngineHolder(name="qwen-coder-1.5b")
+    holder = EngineHolder(name="qwen-coder-1.5b")
     holder._thread = threading.Thread(target=lambda: None)  # a loader that ended without a word
     holder._thread.start()
     holder._thread.join()
@@ -194,17 +202,17 @@ def test_session_downloads_are_separate_replaced_and_removed(tmp_path):
     assert dl.expire() == 1 and not b.exists()
 
 
-def test_score_upload_writes_exports_per_session_and_unload_removes_them(engine, tmp_path, monkeypatch):
-    monkeypatch.setattr(app, "DOWNLOADS", SessionDownloads(tmp_path / "dl"))
+def test_score_upload_writes_exports_per_session_and_unload_removes_them(engine, tmp_path):
+    ui = page_handlers(engine, downloads=SessionDownloads(tmp_path / "dl"))
     f = tmp_path / "rows.jsonl"
     f.write_text(json.dumps({"id": "a", "problem": Q, "steps": ["48 / 2 = 24", "48 + 24 = 72"]}) + "\n")
     req = gr.Request(session_hash="visitor1")
-    files = last(app.score_upload(str(f), req))[3]
+    files = last(ui.score_upload(str(f), req))[ui.page.downloads]
     d = tmp_path / "dl" / "visitor1"
     assert files and all(Path(p).parent == d / "file" for p in files)  # the file's exports, beside a chain's
     rows = [json.loads(ln) for ln in Path(files[1]).read_text().splitlines()]
     assert not server_paths(json.dumps(rows), tmp_path)
-    app.end_session(req)
+    ui.end_session(req)
     assert not d.exists()
 
 

@@ -29,12 +29,19 @@ from pathlib import Path
 from typing import Any
 
 from . import attribution, settings
-from .capture import LiveCapture  # noqa: F401  (re-exported: its home is capture)
+from .capture import LiveCapture, Recorder  # noqa: F401  (LiveCapture re-exported: its home is capture)
+from .chains_io import (  # noqa: F401 (re-exported: pasted and uploaded chains were read here)
+    MAX_DATASET_ROWS,
+    MAX_PASTE_CHARS,
+    MAX_PASTE_STEPS,
+    MAX_UPLOAD_BYTES,
+    parse_steps,
+    read_dataset,
+    row_labels,
+)
 from .errors import Cancelled, InputError, RowError
 from .features import token_features
 from .internals import CaptureSpec, merge_specs, restrict
-from .jsonl import read_rows
-from .labels.base import first_error_labels
 from .live import LiveScorer, complete_steps  # noqa: F401  (complete_steps re-exported: its home is live)
 from .llm import clean_question
 from .methods import method_label
@@ -44,12 +51,10 @@ from .scorers import SCORERS, InternalsCache, Scorer, available, get_scorer
 from .scorers.combined import combine
 from .scoring import checkpoint_dirs, default_head, length_problem, row_to_chain, scored_row
 from .steps import (
-    STEP_RE,
     Chain,
     body_spans,
     chain_from_steps,
     clean_text,
-    split_text,
     step_body,
     token_char_offsets,
 )
@@ -60,10 +65,6 @@ ANALYSIS_VERSION = 1
 # Best first: which unsupervised baseline colours the chain when no trained head fits the model.
 BASELINE_PREFERENCE = ("minprob", "mean_entropy", "maxprob", "max_entropy", "perplexity", "seqprob")
 MIN_NEW_TOKENS, MAX_NEW_TOKENS = 8, 2048  # what one request may ask the app to write
-MAX_PASTE_STEPS = 60
-MAX_PASTE_CHARS = 20_000
-MAX_DATASET_ROWS = settings.max_rows()  # read once: the app is built with these limits
-MAX_UPLOAD_BYTES = settings.max_upload_bytes()
 
 
 def _r(x: float, nd: int = 5) -> float:
@@ -527,112 +528,3 @@ def request_settings(max_new_tokens: Any, temperature: Any) -> tuple[int, float,
     if used_temp != temp:
         notes.append(f"temperature {temperature} is not in 0-2: used {used_temp}.")
     return used_tokens, used_temp, notes
-
-
-def parse_steps(text: str) -> tuple[list[str], str | None]:
-    """Steps written elsewhere: ``Step k:`` lines (continuation lines join their step), else
-    paragraphs when blank lines separate them, else one step per line. An ``Answer:`` line
-    ends the steps and gives the answer."""
-    if not isinstance(text, str) or not text.strip():
-        raise InputError("Paste at least one step.")
-    if len(text) > MAX_PASTE_CHARS:
-        raise InputError(f"The steps are {len(text):,} characters long; the limit is {MAX_PASTE_CHARS:,}.")
-    text = clean_text(text).replace("\r\n", "\n").replace("\r", "\n")
-    lines = text.split("\n")
-    if any(STEP_RE.match(ln) for ln in lines):
-        regions, answer, _ = split_text(text)
-        steps = [r.text.strip() for r in regions if r.text.strip()]
-    else:
-        regions, answer, astart = split_text(text)
-        body = text[:astart]
-        if "\n\n" in body.strip():
-            steps = [p.strip() for p in body.split("\n\n") if p.strip()]
-        else:
-            steps = [ln.strip() for ln in body.split("\n") if ln.strip()]
-    if not steps:
-        raise InputError("No steps found: write one step per line, or start each with 'Step k:'.")
-    if len(steps) > MAX_PASTE_STEPS:
-        raise InputError(f"{len(steps)} steps is more than the {MAX_PASTE_STEPS} a pasted chain may have.")
-    return steps, answer
-
-
-def row_labels(row: dict[str, Any], n_steps: int) -> list[int | None] | None:
-    """Per-step labels of a row (1 = wrong), from ``labels`` or ProcessBench's ``label``; None if absent."""
-    labels = row.get("labels")
-    if isinstance(labels, list) and len(labels) == n_steps:
-        out: list[int | None] = []
-        for y in labels:
-            if y is None:
-                out.append(None)
-            elif isinstance(y, bool) or isinstance(y, (int, float)):
-                out.append(int(bool(y)))
-            else:
-                return None
-        return out
-    k = row.get("label")
-    if isinstance(k, int) and not isinstance(k, bool) and -1 <= k < n_steps:
-        return first_error_labels(k, n_steps)
-    return None
-
-
-def read_dataset(path: str | Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
-    """(line, row) pairs of a JSON list or JSONL upload, and a message per unreadable line.
-
-    Raises InputError with a message for a person when nothing at all can be read.
-    """
-    p = Path(path)
-    try:
-        size = p.stat().st_size
-    except OSError as e:
-        raise InputError("The uploaded file could not be read.") from e
-    if size == 0:
-        raise InputError("The file is empty. Upload a JSON list or JSON Lines file of chains.")
-    if size > MAX_UPLOAD_BYTES:
-        raise InputError(
-            f"The file is {size:,} bytes ({size / 2**20:.1f} MB); the limit is {MAX_UPLOAD_BYTES:,} bytes "
-            f"({MAX_UPLOAD_BYTES / 2**20:g} MB). Split it into parts."
-        )
-    head = p.read_bytes()[:4096]
-    if b"\x00" in head:
-        raise InputError(
-            f"{p.name} is not a text file. Upload chains as JSON (a list of objects) or JSON Lines "
-            "(one object per line)."
-        )
-    rows: list[tuple[int, dict[str, Any]]] = []
-    errors: list[str] = []
-    try:
-        for line, row, err in read_rows(p):
-            if err or row is None:
-                errors.append(f"line {line}: {err}")
-            else:
-                rows.append((line, row))
-    except RowError as e:
-        raise InputError(str(e)) from e
-    if not rows:
-        first = f" (first problem: {errors[0]})" if errors else ""
-        raise InputError(
-            "No chains could be read from the file: it is not JSON or JSON Lines with one object per chain"
-            f"{first}. Each chain needs a 'problem' and a list of 'steps'."
-        )
-    if len(rows) > MAX_DATASET_ROWS:
-        errors.append(f"only the first {MAX_DATASET_ROWS} of {len(rows)} rows are scored")
-        rows = rows[:MAX_DATASET_ROWS]
-    return rows, errors
-
-
-def api_result(analysis: dict[str, Any]) -> dict[str, Any]:
-    """The JSON the ``analyze`` endpoint returns: the chain's steps, each with its text and per-method scores."""
-    return {
-        "question": analysis.get("question"),
-        "model": analysis.get("model", {}).get("name"),
-        "head": shown_path((analysis.get("head") or {}).get("path")),
-        "primary": analysis.get("primary"),
-        "threshold": analysis.get("threshold"),
-        "answer": analysis.get("answer"),
-        "stop_reason": analysis.get("stop_reason"),
-        "verifier": (analysis.get("verifier") or {}).get("name"),
-        "steps": [
-            {"index": s["index"], "text": s["body"], "scores": dict(s["scores"])} for s in analysis.get("steps", [])
-        ],
-        "notes": analysis.get("notes", []),
-    }

@@ -57,12 +57,11 @@ def tiny_app(tmp_path_factory, tokenizer):
     os.environ["UHEAD_VIZ_EXAMPLES"] = str(root / "examples")
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     import app
-    from uhead_viz import examples as ex
     from uhead_viz.engine import Engine
+    from uhead_viz.ui import examples as ex
 
     eng = Engine(make_step_llm(tokenizer))
     ex.build(eng, log=lambda *_: None)
-    holder = app.HOLDER
     demo = app.build(app.EngineHolder(engine=eng))
     port = free_port()
     app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
@@ -70,7 +69,6 @@ def tiny_app(tmp_path_factory, tokenizer):
         yield {"url": f"http://127.0.0.1:{port}/", "engine": eng, "root": root}
     finally:
         demo.close()
-        app.HOLDER = holder
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

@@ -86,7 +86,7 @@ def test_real_model_end_to_end(browser, real_app):
 
     from gradio_client import Client
 
-    from uhead_viz.examples import EXAMPLES
+    from uhead_viz.ui.examples import EXAMPLES
 
     # an example question: answered from its stored result when `make examples` was run for this model
     r = Client(url, verbose=False).predict(EXAMPLES[0]["question"], api_name="/analyze")

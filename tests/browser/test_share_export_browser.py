@@ -15,8 +15,8 @@ from urllib.parse import quote
 import pytest
 from browser_support import TIMEOUT_MS, shot_to, wait_idle
 
-from uhead_viz import render
-from uhead_viz.examples import EXAMPLES
+from uhead_viz.ui import render
+from uhead_viz.ui.examples import EXAMPLES
 
 EXAMPLE = EXAMPLES[0]
 N_STEPS = 3  # the tiny model's script

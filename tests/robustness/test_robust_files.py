@@ -22,7 +22,7 @@ from app_support import make_step_llm
 from robust_support import free_port
 
 import app
-from uhead_viz import engine as engine_mod
+from uhead_viz import chains_io
 from uhead_viz.cli import build_parser
 from uhead_viz.cli import main as cli_main
 from uhead_viz.engine import Engine
@@ -30,6 +30,7 @@ from uhead_viz.errors import HeadError
 from uhead_viz.llm import load_llm
 from uhead_viz.scoring import default_head
 from uhead_viz.uhead import UHead, load_head, save_head
+from uhead_viz.ui import layout
 
 SMALL = {"d_model": 32, "n_heads": 4, "d_ff": 64, "n_layers": 1}
 
@@ -177,8 +178,8 @@ def test_the_running_app_refuses_uploads_over_the_limit(tmp_path, tokenizer, mon
     monkeypatch.setenv("UHEAD_VIZ_CHECKPOINTS", str(tmp_path / "none"))
     monkeypatch.setenv("UHEAD_VIZ_EXAMPLES", str(tmp_path / "examples"))
     limit = 64 * 1024
-    monkeypatch.setattr(app, "MAX_UPLOAD_BYTES", limit)
-    monkeypatch.setattr(engine_mod, "MAX_UPLOAD_BYTES", limit)
+    monkeypatch.setattr(layout, "MAX_UPLOAD_BYTES", limit)
+    monkeypatch.setattr(chains_io, "MAX_UPLOAD_BYTES", limit)
     demo = app.build(app.EngineHolder(engine=Engine(make_step_llm(tokenizer))))
     port = free_port()
     app.launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
@@ -202,9 +203,9 @@ def test_the_running_app_refuses_uploads_over_the_limit(tmp_path, tokenizer, mon
     # the same limit guards files that reach the pipeline some other way
     p = tmp_path / "big.jsonl"
     p.write_bytes(big)
-    with pytest.raises(engine_mod.InputError, match=f"the limit is {limit:,} bytes"):
-        engine_mod.read_dataset(p)
-    assert engine_mod.MAX_UPLOAD_BYTES == app.MAX_UPLOAD_BYTES
+    with pytest.raises(chains_io.InputError, match=f"the limit is {limit:,} bytes"):
+        chains_io.read_dataset(p)
+    assert chains_io.MAX_UPLOAD_BYTES == layout.MAX_UPLOAD_BYTES
 
 
 # ----- trust_remote_code ---------------------------------------------------------------------------

@@ -13,18 +13,18 @@ import math
 import re
 
 import pytest
-from app_support import installed_engine, last
+from app_support import installed_engine, last, page_handlers
 
-import app
-from uhead_viz import engine as engine_mod
+from uhead_viz import chains_io, scoring
 from uhead_viz import llm as llm_mod
-from uhead_viz import scoring
+from uhead_viz.chains_io import parse_steps, read_dataset
 from uhead_viz.cli import main
-from uhead_viz.engine import parse_steps, read_dataset, request_settings
+from uhead_viz.engine import request_settings
 from uhead_viz.errors import InputError
 from uhead_viz.llm import MAX_QUESTION_CHARS, clean_question
 from uhead_viz.scoring import row_to_chain
 from uhead_viz.steps import chain_from_steps, special_ids
+from uhead_viz.ui.base import NO_VERIFIER
 
 Q = "Natalia sold 48 clips in April and half as many in May. How many clips did she sell?"
 INJECTION = (
@@ -36,6 +36,11 @@ INJECTION = (
 def engine(tokenizer, tmp_path_factory):
     with installed_engine(tokenizer, tmp_path_factory.mktemp("robust-inputs")) as eng:
         yield eng
+
+
+@pytest.fixture(scope="module")
+def ui(engine):
+    return page_handlers(engine)
 
 
 def text_of(html: str) -> str:
@@ -62,18 +67,18 @@ REFUSED_QUESTIONS = [
 
 
 @pytest.mark.parametrize(("label", "question", "msg"), REFUSED_QUESTIONS, ids=[r[0] for r in REFUSED_QUESTIONS])
-def test_refused_questions_get_a_message_on_every_surface(
+def test_refused_questions_get_a_message_on_every_surface(ui,
     engine, capsys, monkeypatch, bad_inputs, label, question, msg
 ):
     with pytest.raises(InputError, match=msg):
         clean_question(question)
-    html = last(app.ask(question, 80, 0.0, app.NO_VERIFIER, "", False, "Step score"))[0]
+    html = last(ui.ask(question, 80, 0.0, NO_VERIFIER, "", False, "Step score"))[ui.page.chain]
     assert msg in html and "uv-error" in html
     bad_inputs.add("app: Ask tab", f"question: {label}", text_of(html))
-    r = app.analyze(question)
+    r = ui.analyze(question)
     assert r["steps"] == [] and msg in r["error"]
     bad_inputs.add("API /analyze", f"question: {label}", json.dumps(r))
-    html = app.paste(question, "48 / 2 = 24", "", "Step score")[0]
+    html = ui.paste(question, "48 / 2 = 24", "", "Step score")[ui.page.p_chain]
     assert msg in html
     bad_inputs.add("app: Paste tab", f"problem: {label}", text_of(html))
 
@@ -88,46 +93,47 @@ def test_refused_questions_get_a_message_on_every_surface(
         bad_inputs.add("CLI generate --question", label, f"exit 2, {line}")
 
 
-def test_api_refuses_what_is_not_text_or_numbers(engine, bad_inputs):
+def test_api_refuses_what_is_not_text_or_numbers(engine, ui, bad_inputs):
     for label, args, msg in [
         ("question: null", (None,), "The question is empty"),
         ("question: 123 (a number)", (123,), "must be text"),
         ("max_new_tokens: 'lots'", (Q, "lots"), "must be numbers"),
         ("temperature: 'hot'", (Q, 40, "hot"), "must be numbers"),
     ]:
-        r = app.analyze(*args)
+        r = ui.analyze(*args)
         assert r["steps"] == [] and msg in r["error"], r
         bad_inputs.add("API /analyze", label, json.dumps(r))
 
 
-def test_out_of_range_settings_are_clamped_with_a_note(engine, bad_inputs):
+def test_out_of_range_settings_are_clamped_with_a_note(engine, ui, bad_inputs):
     assert request_settings(10**9, float("nan"))[:2] == (2048, 0.0)
     assert request_settings(-5, -1.0)[:2] == (8, 0.0)
     assert request_settings(float("inf"), float("inf"))[:2] == (2048, 2.0)
     assert request_settings(64, 0.7) == (64, 0.7, [])
-    r = app.analyze(Q, 10**9, -1.0)
+    r = ui.analyze(Q, 10**9, -1.0)
     assert r["answer"] == "72" and len(r["steps"]) == 3
     assert any("max_new_tokens 1000000000" in n and "used 2048" in n for n in r["notes"]), r["notes"]
     assert any("temperature -1.0" in n and "used 0.0" in n for n in r["notes"]), r["notes"]
     bad_inputs.add("API /analyze", "max_new_tokens: 1e9, temperature: -1", "; ".join(r["notes"]))
-    r = app.analyze(Q, -5, 9.0)
+    r = ui.analyze(Q, -5, 9.0)
     assert any("used 8" in n for n in r["notes"]) and any("used 2.0" in n for n in r["notes"]), r
     bad_inputs.add("API /analyze", "max_new_tokens: -5, temperature: 9", "; ".join(r["notes"]))
 
 
-def test_control_characters_and_lone_surrogates_are_cleaned_not_fatal(engine, bad_inputs):
+def test_control_characters_and_lone_surrogates_are_cleaned_not_fatal(engine, ui, bad_inputs):
     messy = "Natalia sold 48 clips\x00 in April\x07 and half\x1b as many in May.\ud800 How many\x7f clips did she sell?"
     q = clean_question(messy)
     assert not any(c in q for c in "\x00\x07\x1b\x7f\ud800") and "\ufffd" in q
     assert "\t" in clean_question("a\tb") and "\n" in clean_question("a\nb")  # layout characters stay
-    r = app.analyze(messy, 80)
+    r = ui.analyze(messy, 80)
     assert "error" not in r and r["question"] == q and r["answer"] == "72"
     bad_inputs.add(
         "API /analyze",
         "question with NUL, BEL, ESC, DEL and a lone surrogate \\ud800",
         f"accepted; control characters dropped, surrogate -> U+FFFD; answer {r['answer']}",
     )
-    html, _, state, *_ = app.paste(messy, "48 / 2 = 24\x00 clips\n48 + 24 = 72\ud800 clips", "72\x00", "Step score")
+    out = ui.paste(messy, "48 / 2 = 24\x00 clips\n48 + 24 = 72\ud800 clips", "72\x00", "Step score")
+    state = out[ui.page.paste_state]
     assert state["steps"][0]["body"] == "48 / 2 = 24 clips" and "\ufffd" in state["steps"][1]["body"]
     assert state["answer"] == "72"
     bad_inputs.add(
@@ -169,31 +175,31 @@ def test_template_tokens_typed_by_the_user_stay_text(engine, bad_inputs):
 
 
 # ----- pasted chains ----------------------------------------------------------------------------------
-def test_pasted_chains_over_a_limit_are_refused_with_the_limit(engine, bad_inputs):
+def test_pasted_chains_over_a_limit_are_refused_with_the_limit(engine, ui, bad_inputs):
     cases = [
         ("steps: empty", "", "Paste at least one step"),
         ("steps: only whitespace", " \n \n\t", "Paste at least one step"),
         ("steps: only an Answer line", "Answer: 72", "No steps found"),
         (
-            f"steps: {engine_mod.MAX_PASTE_CHARS + 1:,} characters",
-            "1" * (engine_mod.MAX_PASTE_CHARS + 1),
-            f"the limit is {engine_mod.MAX_PASTE_CHARS:,}",
+            f"steps: {chains_io.MAX_PASTE_CHARS + 1:,} characters",
+            "1" * (chains_io.MAX_PASTE_CHARS + 1),
+            f"the limit is {chains_io.MAX_PASTE_CHARS:,}",
         ),
         (
-            f"steps: {engine_mod.MAX_PASTE_STEPS + 1} lines",
+            f"steps: {chains_io.MAX_PASTE_STEPS + 1} lines",
             "\n".join(f"{i} + 1 = {i + 1}" for i in range(61)),
-            f"the {engine_mod.MAX_PASTE_STEPS} a pasted chain may have",
+            f"the {chains_io.MAX_PASTE_STEPS} a pasted chain may have",
         ),
     ]
     for label, text, msg in cases:
         with pytest.raises(InputError, match=msg):
             parse_steps(text)
-        html = app.paste(Q, text, "", "Step score")[0]
+        html = ui.paste(Q, text, "", "Step score")[ui.page.p_chain]
         assert msg in html and "uv-error" in html, label
         bad_inputs.add("app: Paste tab", label, text_of(html))
 
 
-def test_a_chain_longer_than_the_models_context_is_refused_not_cut(engine, bad_inputs):
+def test_a_chain_longer_than_the_models_context_is_refused_not_cut(engine, ui, bad_inputs):
     llm = engine.llm
     assert llm.context == 2048  # the tiny step model's max_position_embeddings
     steps = "\n".join(
@@ -201,7 +207,7 @@ def test_a_chain_longer_than_the_models_context_is_refused_not_cut(engine, bad_i
     )
     with pytest.raises(InputError, match=r"tokens; tiny-steps reads at most 2,048 \(its context\)"):
         engine.analyze_pasted(Q, steps)
-    html = app.paste(Q, steps, "", "Step score")[0]
+    html = ui.paste(Q, steps, "", "Step score")[ui.page.p_chain]
     assert "reads at most 2,048" in html and "refused rather than cut" in html
     bad_inputs.add("app: Paste tab", "59 steps, past the model's context (tiny model: 2,048 tokens)", text_of(html))
 
@@ -232,7 +238,7 @@ def test_generation_past_the_context_is_cut_with_a_warning(llama_llm, caplog):
 
 
 # ----- uploads ----------------------------------------------------------------------------------------
-def test_uploads_that_cannot_be_chains_are_refused_with_a_reason(engine, tmp_path, monkeypatch, bad_inputs):
+def test_uploads_that_cannot_be_chains_are_refused_with_a_reason(engine, ui, tmp_path, monkeypatch, bad_inputs):
     cases = {
         "empty file": (b"", "The file is empty"),
         "a PNG image": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not a text file"),
@@ -245,10 +251,10 @@ def test_uploads_that_cannot_be_chains_are_refused_with_a_reason(engine, tmp_pat
     for label, (data, msg) in cases.items():
         p = tmp_path / "upload.jsonl"
         p.write_bytes(data)
-        monkeypatch.setattr(engine_mod, "MAX_UPLOAD_BYTES", 4096 if "limit set" in label else 2**30)
+        monkeypatch.setattr(chains_io, "MAX_UPLOAD_BYTES", 4096 if "limit set" in label else 2**30)
         with pytest.raises(InputError, match=msg):
             read_dataset(p)
-        text = text_of(last(app.score_upload(str(p)))[0])
+        text = text_of(last(ui.score_upload(str(p)))[ui.page.file_msg])
         assert msg in text, (label, text)
         bad_inputs.add("app: Analyse a file", label, text)
 

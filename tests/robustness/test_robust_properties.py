@@ -16,7 +16,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from uhead_viz.engine import parse_steps, read_dataset
+from uhead_viz.chains_io import parse_steps, read_dataset
 from uhead_viz.errors import InputError, RowError
 from uhead_viz.jsonl import ResumableWriter, read_rows
 from uhead_viz.labels.human import processbench_rows, to_processbench

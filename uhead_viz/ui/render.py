@@ -13,8 +13,8 @@ import math
 import re
 from typing import Any
 
+from ..methods import method_label
 from . import howto
-from .methods import method_label
 
 # (position, (r, g, b)) stops of the p_error scale
 SCALE: list[tuple[float, tuple[int, int, int]]] = [

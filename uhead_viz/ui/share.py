@@ -82,18 +82,23 @@ def wire(
     base = gr.Textbox(visible=False)
     how = gr.State("")
 
-    def on_load(base_url: str, request: gr.Request) -> tuple[Any, str, Any, str]:
+    def on_load(base_url: str, request: gr.Request) -> dict[Any, Any]:
         params = dict(getattr(request, "query_params", None) or {})
         q, kind, msg = read_query(params)
         if kind:
             logger.info("Opened from a link: %s", kind)
-        return (gr.skip() if q is None else q), kind, (msg or gr.skip()), base_url
+        out: dict[Any, Any] = {how: kind, base: base_url}
+        if q is not None:
+            out[question] = q
+        if msg:
+            out[notice] = msg
+        return out
 
     demo.load(on_load, [base], [question, how, notice, base], js=BASE_JS, api_visibility="private",
               show_progress="hidden")
     opened = how.change(open_chain, list(open_inputs), list(open_outputs), api_visibility="private", **event_kw)
-    for trig in (state.change, base.change):
-        trig(link_for, [state, base], [link], api_visibility="private", show_progress="hidden")
+    gr.on([state.change, base.change], link_for, [state, base], [link], api_visibility="private",
+          show_progress="hidden")
     return opened
 
 

@@ -21,8 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..methods import method_label
+from ..results import Analysis
 from . import render
-from .methods import method_label
 from .render import esc, fmt
 
 
@@ -47,7 +48,8 @@ def file_stem(analysis: dict[str, Any]) -> str:
 
 def chain_document(analysis: dict[str, Any]) -> dict[str, Any]:
     """The analysis as exported JSON: everything but the app's own bookkeeping (keys starting with ``_``)."""
-    doc = {k: v for k, v in analysis.items() if not k.startswith("_")}
+    rec = Analysis.from_record(analysis).to_record()
+    doc = {k: v for k, v in rec.items() if not k.startswith("_")}
     doc["exported_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return doc
 
@@ -187,6 +189,6 @@ def add_download_buttons(
         return gr.DownloadButton(value=paths[0], visible=True), gr.DownloadButton(value=paths[1], visible=True)
 
     update.__annotations__["request"] = gr.Request  # gradio is imported here only; let it see the type
-    for trig in (state.change, mode.change):
-        trig(update, [state, mode], [js, page], api_visibility="private", show_progress="hidden")
+    gr.on([state.change, mode.change], update, [state, mode], [js, page], api_visibility="private",
+          show_progress="hidden")
     return js, page

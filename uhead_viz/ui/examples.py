@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import settings
-from .public import shown_path
-from .scorers.combined import combine
+from .. import settings
+from ..public import shown_path
+from ..scorers.combined import combine
 
 logger = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[1] / "assets" / "examples"
+ROOT = Path(__file__).resolve().parents[2] / "assets" / "examples"
 DEFAULT_SETTINGS = {"max_new_tokens": 320, "temperature": 0.0, "seed": 0}
 
 EXAMPLES: list[dict[str, str]] = [

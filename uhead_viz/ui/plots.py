@@ -11,8 +11,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from ..methods import method_label
 from .howto import is_probability
-from .methods import method_label
 from .render import heat_hex, step_tokens
 
 FONT = "Inter, Segoe UI, system-ui, -apple-system, Helvetica Neue, Arial, sans-serif"
