@@ -13,13 +13,13 @@ replaces them. It also keeps what the "why" plots need: token probabilities and 
 each step's mean look-back attention, and the head's gradient x input attribution.
 
 Everything returned is a plain JSON-able dict (an *analysis*), so it can sit in a
-``gr.State``, be stored as a cached example, and be returned by the API.
+``gr.State``, be stored as a cached example, and be returned by the API; how one is built,
+and the bounds on a request's settings, live in :mod:`uhead_viz.analysis`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import threading
 import time
@@ -28,7 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import attribution, settings
+from . import settings
+from .analysis import (  # noqa: F401 (ANALYSIS_VERSION and the request bounds re-exported: their home is analysis)
+    ANALYSIS_VERSION,
+    MAX_NEW_TOKENS,
+    MIN_NEW_TOKENS,
+    _r,
+    build_analysis,
+    request_settings,
+    with_verifier,
+)
 from .capture import LiveCapture, Recorder  # noqa: F401  (LiveCapture re-exported: its home is capture)
 from .chains_io import (  # noqa: F401 (re-exported: pasted and uploaded chains were read here)
     MAX_DATASET_ROWS,
@@ -40,36 +49,21 @@ from .chains_io import (  # noqa: F401 (re-exported: pasted and uploaded chains 
     row_labels,
 )
 from .errors import Cancelled, InputError, RowError
-from .features import token_features
-from .internals import CaptureSpec, merge_specs, restrict
+from .internals import CaptureSpec, merge_specs
 from .live import LiveScorer, complete_steps  # noqa: F401  (complete_steps re-exported: its home is live)
 from .llm import clean_question
 from .methods import method_label
 from .modellock import ModelLock
 from .public import scrub, shown_path
 from .scorers import SCORERS, InternalsCache, Scorer, available, get_scorer
-from .scorers.combined import combine
+from .scorers.combined import combine  # noqa: F401 (re-exported: the engine's one combine)
 from .scoring import checkpoint_dirs, default_head, length_problem, row_to_chain, scored_row
-from .steps import (
-    Chain,
-    body_spans,
-    chain_from_steps,
-    clean_text,
-    step_body,
-    token_char_offsets,
-)
+from .steps import Chain, chain_from_steps, clean_text
 
 logger = logging.getLogger(__name__)
 
-ANALYSIS_VERSION = 1
 # Best first: which unsupervised baseline colours the chain when no trained head fits the model.
 BASELINE_PREFERENCE = ("minprob", "mean_entropy", "maxprob", "max_entropy", "perplexity", "seqprob")
-MIN_NEW_TOKENS, MAX_NEW_TOKENS = 8, 2048  # what one request may ask the app to write
-
-
-def _r(x: float, nd: int = 5) -> float:
-    x = float(x)
-    return round(x, nd) if math.isfinite(x) else 0.0
 
 
 def baseline_names() -> list[str]:
@@ -303,72 +297,7 @@ class Engine:
     ) -> dict[str, Any]:
         # the caller holds self.lock
         self.refresh_head()
-        methods = self.methods()
-        a: dict[str, Any] = {
-            "version": ANALYSIS_VERSION,
-            "kind": kind,
-            "question": chain.problem,
-            "model": self.model_info(),
-            "head": self.head_info(),
-            "head_note": scrub(self.hs.note),
-            "primary": self.primary,
-            "threshold": _r(self.threshold),
-            "methods": methods,
-            "settings": settings or {},
-            "answer": chain.answer,
-            "stop_reason": chain.meta.get("stop_reason"),
-            "verifier": None,
-            "row": {
-                "problem": chain.problem,
-                "steps": list(chain.steps),
-                "answer": chain.answer,
-                "text": chain.text,
-                "ids": list(chain.ids),
-                "spans": [list(s) for s in chain.spans],
-                "model": self.llm.name,
-            },
-            "steps": [],
-            "tokens": {"text": [], "prob": [], "entropy": [], "attn_local": []},
-            "attention": [],
-            "attribution": None,
-            **(extra or {}),
-        }
-        if not chain.spans or not chain.ids:
-            a["notes"] = ["The model wrote no steps to score."]
-            return a
-        scorers = self.scorers(methods)
-        per = {m: s.score([chain])[0] for m, s in scorers.items()}
-        x = self.cache.get(chain)
-        tok = self.llm.tokenizer
-        dtext = tok.decode(chain.ids, skip_special_tokens=False)
-        offs = token_char_offsets(tok, chain.ids)
-        probs = x.token_logprob.float().exp().tolist()
-        a["tokens"] = {
-            "text": [dtext[s:e] for s, e in offs],
-            "prob": [_r(p, 4) for p in probs],
-            "entropy": [_r(e, 4) for e in x.entropy.float().tolist()],
-            "attn_local": [_r(v, 4) for v in x.attn.sum(-1).mean(dim=(1, 2)).tolist()],
-        }
-        for k, (s, e) in enumerate(chain.spans):
-            a["steps"].append(
-                {
-                    "index": k,
-                    "text": chain.steps[k],
-                    "body": step_body(chain.steps[k]),
-                    "span": [int(s), int(e)],
-                    "scores": {m: _r(per[m][k]) for m in methods},
-                }
-            )
-            band = x.attn[s:e].mean(0)  # [L, H, w]
-            a["attention"].append([[[_r(v, 4) for v in hd] for hd in layer] for layer in band.tolist()])
-        if self.head is not None:
-            feats = token_features(restrict(x, self.head.spec), self.head.spec)
-            bodies = body_spans(tok, chain) if self.head.config.pool_body else None
-            a["attribution"] = [
-                attribution.explain(self.head, feats, chain.spans, k, self.llm, bodies=bodies)
-                for k in range(len(chain.spans))
-            ]
-        return a
+        return build_analysis(self, chain, kind, settings, extra)
 
     # ----- verifier ----------------------------------------------------------------------------
     def verifier(self, name: str) -> Scorer:
@@ -398,22 +327,9 @@ class Engine:
         # the caller holds self.lock
         t0 = time.perf_counter()
         scorer = self.verifier(name)
-        chain = self.chain_of(analysis)
-        ps = scorer.score([chain])[0]
-        if len(ps) != len(analysis["steps"]):
-            raise ValueError(f"the verifier gave {len(ps)} scores for {len(analysis['steps'])} steps")
-        out = dict(analysis)
-        out["steps"] = [dict(s, scores=dict(s["scores"])) for s in analysis["steps"]]
-        prim = analysis["primary"]
-        for s, p in zip(out["steps"], ps):
-            s["scores"]["verifier"] = _r(p)
-            s["scores"]["combined"] = _r(combine(s["scores"][prim], p))
-        out["verifier"] = {
-            "name": name,
-            "label": getattr(scorer, "label", method_label(name)),
-            "seconds": _r(time.perf_counter() - t0, 2),
-        }
-        return out
+        ps = scorer.score([self.chain_of(analysis)])[0]
+        label = getattr(scorer, "label", method_label(name))
+        return with_verifier(analysis, ps, name, label, time.perf_counter() - t0)
 
     def chain_of(self, analysis: dict[str, Any]) -> Chain:
         """The Chain an analysis describes (its stored ids and spans)."""
@@ -505,26 +421,3 @@ def _head_sha(path: str | None) -> str | None:
         return (cfg.get("weights") or {}).get("sha256")
     except Exception:  # a head built in code has no checkpoint
         return None
-
-
-def request_settings(max_new_tokens: Any, temperature: Any) -> tuple[int, float, list[str]]:
-    """The generation settings a request may use, and a note for each one moved into range.
-
-    Out-of-range values are clamped rather than refused (a slider or a script may overshoot),
-    and the notes go into the analysis so the caller sees what was used; values that are
-    not numbers at all are refused with InputError.
-    """
-    try:
-        tokens = float(max_new_tokens)
-        temp = float(temperature)
-    except (TypeError, ValueError) as e:
-        raise InputError("max_new_tokens and temperature must be numbers.") from e
-    notes: list[str] = []
-    used_tokens = int(min(max(tokens, MIN_NEW_TOKENS), MAX_NEW_TOKENS)) if not math.isnan(tokens) else 320
-    if used_tokens != tokens:
-        notes.append(f"max_new_tokens {max_new_tokens} is not a whole number in {MIN_NEW_TOKENS}-{MAX_NEW_TOKENS}: "
-                     f"used {used_tokens}.")
-    used_temp = min(max(temp, 0.0), 2.0) if not math.isnan(temp) else 0.0
-    if used_temp != temp:
-        notes.append(f"temperature {temperature} is not in 0-2: used {used_temp}.")
-    return used_tokens, used_temp, notes

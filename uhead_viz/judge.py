@@ -50,7 +50,8 @@ from typing import Any
 import torch
 
 from .errors import InputError
-from .llm import LLM, clean_question, pad_tails
+from .generate import pad_tails
+from .llm import LLM, clean_question
 from .steps import step_body
 
 JUDGE_SYSTEM = "You are a meticulous math teacher who checks solutions one step at a time."

@@ -8,7 +8,7 @@ from contextlib import closing
 from typing import Any
 
 from .. import allowlist
-from ..engine import request_settings
+from ..analysis import request_settings
 from ..errors import InputError
 from ..llm import clean_question
 from ..public import scrub

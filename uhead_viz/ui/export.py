@@ -23,7 +23,7 @@ from typing import Any
 
 from ..methods import method_label
 from ..results import Analysis
-from . import render
+from . import render, styles
 from .render import esc, fmt
 
 
@@ -135,7 +135,7 @@ def chain_page(analysis: dict[str, Any], mode: str = "step") -> str:
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>uhead-viz: {esc(q)}</title><style>{PAGE_CSS}{render.CSS}</style></head>"
+        f"<title>uhead-viz: {esc(q)}</title><style>{PAGE_CSS}{styles.CSS}</style></head>"
         f"<body><main><h1>uhead-viz</h1>{_meta(analysis)}"
         f"{render.chain_html(view, mode)}"
         f"<h2>Every score, step by step</h2>{scores_table(analysis)}"

@@ -17,7 +17,7 @@ from ..chains_io import MAX_UPLOAD_BYTES
 from ..downloads import SessionDownloads
 from ..engine import verifier_names
 from . import examples as ex
-from . import export, render, share
+from . import export, render, share, styles
 from .api import API_DOC, ApiHandlers
 from .base import JUDGE, MODES, NO_VERIFIER, PRM, Page, mode_of
 from .handlers_ask import AskHandlers
@@ -78,7 +78,7 @@ def _ask_tab(p: Page, downloads: SessionDownloads) -> dict[str, Any]:
                 )
                 c["auto_verify"] = gr.Checkbox(False, label="Run the verifier after each chain")
         with gr.Column(scale=7, min_width=420):
-            p.chain = gr.HTML(render.chain_html(None), elem_id="chain", js_on_load=render.STEP_CLICK_JS)
+            p.chain = gr.HTML(render.chain_html(None), elem_id="chain", js_on_load=styles.STEP_CLICK_JS)
             p.detail = gr.HTML(render.step_detail_html(None, None), elem_id="detail")
             p.info = gr.HTML("", elem_id="ask-info")
             export.add_download_buttons(p.ask_state, p.mode, mode_of, "ask", downloads.fresh)
@@ -133,7 +133,7 @@ def _file_tab(p: Page, downloads: SessionDownloads) -> tuple[Any, Any]:
     p.report = gr.HTML("", elem_id="report")
     p.downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
     p.file_chain = gr.HTML(render.placeholder_html("Click a row of the table to open its chain here."),
-                           elem_id="file-chain", js_on_load=render.STEP_CLICK_JS)
+                           elem_id="file-chain", js_on_load=styles.STEP_CLICK_JS)
     p.file_detail = gr.HTML("", elem_id="file-detail")
     export.add_download_buttons(p.file_state, p.mode, mode_of, "file", downloads.fresh)
     return upload, score_btn
@@ -149,7 +149,7 @@ def _paste_tab(p: Page, downloads: SessionDownloads) -> tuple[Any, Any, Any, Any
             btn = gr.Button("Score these steps", variant="primary", elem_id="paste-go")
         with gr.Column(scale=7, min_width=420):
             p.p_chain = gr.HTML(render.placeholder_html("Scored steps appear here."), elem_id="paste-chain",
-                                js_on_load=render.STEP_CLICK_JS)
+                                js_on_load=styles.STEP_CLICK_JS)
             p.p_detail = gr.HTML("", elem_id="paste-detail")
             export.add_download_buttons(p.paste_state, p.mode, mode_of, "paste", downloads.fresh)
     return problem, steps, answer, btn
@@ -237,7 +237,7 @@ def launch(demo: gr.Blocks, **kw: Any) -> Any:
     demo.queue(default_concurrency_limit=1, max_size=64)
     return demo.launch(
         show_error=False,
-        css=render.CSS,
+        css=styles.CSS,
         theme=THEME,
         max_file_size=MAX_UPLOAD_BYTES,
         **kw,
