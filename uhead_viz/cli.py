@@ -15,6 +15,7 @@ from .cli_evaluate import add_parser as add_evaluate_parser
 from .cli_train import add_parsers as add_train_parsers
 from .errors import InputError, PackError, RowError
 from .jsonl import NO_PROBLEM, ResumableWriter, problem_of, read_rows
+from .method_choice import add_model_arguments
 from .steps import step_body
 
 logger = logging.getLogger("uhead_viz")
@@ -150,11 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated: default (head + baselines), all (adds judge, combined), names, prm:<id>, "
         "combined:<verifier>; uhead is dropped if no head fits",
     )
-    sc.add_argument("--head", default=None, help="head checkpoint folder (default: a matching one in checkpoints/)")
-    sc.add_argument("--model", default=None, help="packaged name, local folder or hub id")
-    sc.add_argument("--allow-other-build", action="store_true", help="use a head trained on another build of the model")
-    sc.add_argument("--prm-family", default=None, help="family of prm:<id> methods whose family is not detected")
-    sc.add_argument("--trust-remote-code", action="store_true", help="allow PRMs that ship their own model code")
+    add_model_arguments(sc)
     sc.add_argument("--batch-size", type=int, default=8)
     sc.add_argument("--limit", type=int, default=0, help="only the first N rows")
     from .ray_run import add_ray_arguments

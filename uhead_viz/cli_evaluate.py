@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import InputError
 from .evaluate import FORMATS, evaluate, load_items
-from .method_choice import resolve_head, resolve_methods
+from .method_choice import add_model_arguments, resolve_head, resolve_methods
 from .reports import markdown_table
 from .thresholds import Policy, from_validation, parse_policy
 
@@ -121,11 +121,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="each method's F1 threshold: its best on VAL, an evaluate report or a labelled file in --format "
         "(evaluated first, into <out>.val.json)",
     )
-    p.add_argument("--head", default=None, help="head checkpoint folder (default: a matching one in checkpoints/)")
-    p.add_argument("--model", default=None, help="packaged name, local folder or hub id")
-    p.add_argument("--allow-other-build", action="store_true", help="use a head trained on another build of the model")
-    p.add_argument("--prm-family", default=None, help="family of prm:<id> methods whose family is not detected")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow PRMs that ship their own model code")
+    add_model_arguments(p)
     p.add_argument(
         "--store", default=None, help="feature store folder: reuse captures made by `features` (and keep new ones)"
     )

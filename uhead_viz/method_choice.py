@@ -145,3 +145,12 @@ def build_scorers_for(
     if not scorers:
         raise InputError("No method can run: " + "; ".join(f"{k}: {v}" for k, v in unavailable.items()))
     return scorers, unavailable
+
+
+def add_model_arguments(p: Any) -> None:
+    """The flags that choose the model, the head and the verifiers, shared by ``score`` and ``evaluate``."""
+    p.add_argument("--head", default=None, help="head checkpoint folder (default: a matching one in checkpoints/)")
+    p.add_argument("--model", default=None, help="packaged name, local folder or hub id")
+    p.add_argument("--allow-other-build", action="store_true", help="use a head trained on another build of the model")
+    p.add_argument("--prm-family", default=None, help="family of prm:<id> methods whose family is not detected")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow PRMs that ship their own model code")
