@@ -2,7 +2,8 @@
 
 On CPUs without bf16 matrix units (AVX2 only), bf16 matmuls over many tokens run at
 about 18 GFLOPS, fp32 at about 60, and PyTorch's dynamic int8 linear layers at about
-190 GOPS; for one token at a time int8 also reads a quarter of fp32's bytes. So the
+190 GOPS; for one token at a time int8 also reads a quarter of fp32's bytes, which keeps
+it the fastest for decoding on CPUs with bf16 units too (see ``precision.py``). So the
 same int8 model serves generation and the teacher-forced capture pass, and the head
 sees one set of numerics in training and in use. Every ``nn.Linear`` gets per-output-
 channel int8 weights; embeddings, norms and attention stay in fp32.
