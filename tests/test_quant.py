@@ -118,7 +118,7 @@ def test_ensure_int8_quantizes_once_and_load_llm_uses_it(make_model, tokenizer, 
     loaded = llm_mod.load_llm(str(src), precision="int8")
     assert loaded.precision == "int8"
     assert linear_names(loaded.model, torch.nn.Linear) == []
-    assert list((tmp_path / "cache" / "int8-v3").iterdir())  # cached under UHEAD_VIZ_CACHE
+    assert list((tmp_path / "cache" / "int8-v4").iterdir())  # cached under UHEAD_VIZ_CACHE
     assert loaded.fingerprint == llm_mod._fingerprint(dense)
     x = torch.tensor([loaded.prompt_ids("What is 2 + 3?")])
     ref = quantize_(make_model("qwen2", seed=4, tie=True))

@@ -287,7 +287,7 @@ def load_llm(
 
                 path = snapshot_download(path)
             if precision == "int8":
-                qdir = ensure_int8(path, cache_dir() / "int8-v3" / _safe_name(path))
+                qdir = ensure_int8(path, cache_dir() / "int8-v4" / _safe_name(path))
             else:
                 qdir = ensure_w8(path, cache_dir() / "w8-v1" / _safe_name(path))
             model = load_int8(qdir, AutoConfig.from_pretrained(qdir, trust_remote_code=trust_remote_code))

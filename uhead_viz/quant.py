@@ -148,11 +148,25 @@ def save_int8(model: torch.nn.Module, folder: str | Path, extra: dict[str, Any] 
             continue
         tensors[name] = p.detach().contiguous()
     w8 = [n for n, m in model.named_modules() if isinstance(m, W8Linear)]
-    meta = {"format": FORMAT, "qlinear": json.dumps(qnames), "w8linear": json.dumps(w8)}
+    meta = {"format": FORMAT, "qlinear": json.dumps(qnames), "w8linear": json.dumps(w8), "pad": ""}
     meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
     tmp = folder / "int8.safetensors.tmp"
     save_file(tensors, str(tmp), metadata=meta)
+    start = data_start(tmp)
+    if start % ALIGNMENT:  # pad the header so the tensors that follow start on aligned offsets
+        meta["pad"] = " " * (ALIGNMENT - start % ALIGNMENT)
+        save_file(tensors, str(tmp), metadata=meta)
     os.replace(tmp, folder / "int8.safetensors")
+
+
+def data_start(path: str | Path) -> int:
+    """Byte offset of a safetensors file's tensor data: 8 bytes of header length, then the header.
+
+    The header holds the metadata (the source folder's path among it), so its length, and with
+    it every tensor's alignment in the file, varies from one machine to the next; ``save_int8``
+    pads it to a multiple of ``ALIGNMENT`` so that loads need no copies."""
+    with open(path, "rb") as f:
+        return 8 + int.from_bytes(f.read(8), "little")
 
 
 def load_int8(folder: str | Path, config: Any) -> torch.nn.Module:
