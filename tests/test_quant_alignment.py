@@ -99,9 +99,20 @@ CHILD = textwrap.dedent(
     import json, sys
     import torch
     from transformers import AutoConfig
-    from uhead_viz.quant import load_int8
-    folder = sys.argv[1]
-    model = load_int8(folder, AutoConfig.from_pretrained(folder))
+    from uhead_viz import quant
+    folder, offset = sys.argv[1], int(sys.argv[2])
+    real_load = quant.load_file
+
+    def shifted(t):  # the tensor's bytes at ``offset`` past a 64-byte boundary, as in some cache files
+        n = t.numel() * t.element_size()
+        raw = torch.empty(n + 128, dtype=torch.uint8)
+        start = (offset - raw.data_ptr()) % 64
+        out = raw[start : start + n].view(t.dtype).view(t.shape)
+        out.copy_(t)
+        return out
+
+    quant.load_file = lambda p: {k: shifted(v) for k, v in real_load(p).items()}
+    model = quant.load_int8(folder, AutoConfig.from_pretrained(folder))
     x = torch.tensor([[5, 17, 42, 99, 3, 250, 7, 8, 12]])
     with torch.no_grad():
         logits = model(input_ids=x).logits
@@ -111,12 +122,15 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_int8_forward_from_cache_in_a_subprocess(int8_cache):
-    """Loads the cached int8 model and runs it in a fresh process: a native crash fails with its stack."""
+@pytest.mark.parametrize("offset", [0, 8])
+def test_int8_forward_from_cache_in_a_subprocess(int8_cache, offset):
+    """Loads the cached int8 model, its tensors read at ``offset`` bytes past alignment, and runs it
+    in a fresh process: on AVX-512 the kernels fault on offset 8 unless the load realigns, and a
+    native crash fails here with its stack, never a hang."""
     folder, ref = int8_cache
     try:
         proc = subprocess.run(
-            [sys.executable, "-X", "faulthandler", "-c", CHILD, str(folder)],
+            [sys.executable, "-X", "faulthandler", "-c", CHILD, str(folder), str(offset)],
             cwd=ROOT,
             capture_output=True,
             text=True,
