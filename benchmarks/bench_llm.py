@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 from uhead_viz.capture import CaptureSpec, teacher_force  # noqa: E402
 from uhead_viz.llm import load_llm  # noqa: E402
-from uhead_viz.precision import RELEVANT_FLAGS, cpu_flags, default_choice, runnable  # noqa: E402
+from uhead_viz.precision import RELEVANT_FLAGS, choose, cpu_flags, runnable  # noqa: E402
 
 QUESTIONS = [
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
@@ -106,8 +106,7 @@ def machine() -> dict:
     except OSError:
         pass
     flags = cpu_flags()
-    os.environ.pop("UHEAD_VIZ_PRECISION", None)
-    choice = default_choice()
+    choice = choose(flags, platform.machine(), torch.cuda.is_available())  # the rule, whatever the override
     return {
         "cpu": model or platform.processor(),
         "arch": platform.machine(),
