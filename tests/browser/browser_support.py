@@ -5,18 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from pathlib import Path
+
+from proc_support import free_port  # noqa: F401  (re-exported: one way to pick a port)
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 CHROMIUM = os.environ.get("UHEAD_VIZ_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 TIMEOUT_MS = 90_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 IDLE_JS = (

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from proc_support import ServerProcess, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -29,19 +28,6 @@ QUESTION = "A box holds 6 red pens and twice as many blue pens. How many pens ar
 INSTALL_TIMEOUT_S = 3600
 START_TIMEOUT_S = 300
 ANSWER_TIMEOUT_S = 2400
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tail(path: Path, n: int = 4000) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")[-n:]
-    except OSError:
-        return "(no log)"
 
 
 def space_env(tmp: Path, port: int) -> dict[str, str]:
@@ -56,19 +42,6 @@ def space_env(tmp: Path, port: int) -> dict[str, str]:
         OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
     )
     return env
-
-
-def wait_alive(proc: subprocess.Popen, log: Path, until, timeout_s: float, what: str):
-    """Poll ``until()`` (a value or None) while the server process lives; fail at once if it dies."""
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"app.py exited with {proc.returncode} while {what}:\n{tail(log)}")
-        got = until()
-        if got is not None:
-            return got
-        time.sleep(2)
-    pytest.fail(f"timed out after {timeout_s} s while {what}:\n{tail(log)}")
 
 
 def test_space_installs_requirements_only_and_scores_with_the_head(tmp_path):
@@ -86,34 +59,18 @@ def test_space_installs_requirements_only_and_scores_with_the_head(tmp_path):
     t_install = time.time() - t0
 
     port = free_port()
-    log = tmp_path / "app.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(py), "app.py"], cwd=ROOT, env=space_env(tmp_path, port),
-                                stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    server = ServerProcess([str(py), "app.py"], space_env(tmp_path, port), log=tmp_path / "app.log")
     try:
-
-        def page():
-            try:
-                with urllib.request.urlopen(url, timeout=5) as r:
-                    return r.status
-            except OSError:
-                return None
-
-        assert wait_alive(proc, log, page, START_TIMEOUT_S, "starting the server") == 200
+        server.wait_http(f"http://127.0.0.1:{port}/", timeout=START_TIMEOUT_S)
         from gradio_client import Client
 
-        job = Client(url, verbose=False).submit(QUESTION, 96, 0.0, "", api_name="/analyze")
-        wait_alive(proc, log, lambda: True if job.done() else None, ANSWER_TIMEOUT_S,
-                   "loading the model (first use: converting the packs) and answering /analyze")
+        job = Client(f"http://127.0.0.1:{port}/", verbose=False).submit(QUESTION, 96, 0.0, "", api_name="/analyze")
+        server.wait_until(lambda: True if job.done() else None, ANSWER_TIMEOUT_S,
+                          "loading the model (first use: converting the packs) and answering /analyze", every=2)
         r = job.result()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    assert "error" not in r, f"{r}\n{tail(log)}"
+        server.stop()
+    assert "error" not in r, f"{r}\n{server.log_tail()}"
     assert r["model"] == "Qwen2.5-Coder-1.5B-Instruct"
     assert r["primary"] == "uhead" and r["head"] == "checkpoints/qwen-coder-1.5b", r
     assert r["steps"] and all(0.0 <= s["scores"]["uhead"] <= 1.0 for s in r["steps"])

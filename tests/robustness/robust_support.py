@@ -16,6 +16,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from proc_support import free_port  # noqa: F401  (re-exported: one way to pick a port)
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACT = ROOT / "tests" / "artifacts" / "robustness.json"
 _artifact_lock = threading.Lock()
@@ -208,12 +210,6 @@ class NetGuard:
 
 
 # ----- misc ----------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_for(predicate: Any, timeout: float, every: float = 0.01) -> bool:
     """Poll ``predicate`` until it is true or ``timeout`` seconds pass; its last value."""
     end = time.monotonic() + timeout
