@@ -43,15 +43,21 @@ def _stores(folders: list[str]) -> list:
     return out
 
 
-def _examples(rows: list[dict], stores: list) -> dict[str, object]:
-    """Row id -> Example, from the first store holding the row's features."""
+def _examples(rows: list[dict], stores: list, head: object = None) -> dict[str, object]:
+    """Row id -> Example, from the first store holding the row's features that covers ``head``'s
+    recipe, cut to that recipe (a store with hidden states serves heads without them too)."""
+    from uhead_viz.internals import covers
     from uhead_viz.train import load_examples
 
+    need = getattr(head, "spec", None)
+    shape = (int(head.base["n_layers"]), int(head.base["n_heads"])) if head is not None else None
     found: dict[str, object] = {}
     for store in stores:
+        if need is not None and not covers(store.spec, need):
+            continue
         todo = [r for r in rows if str(r.get("id")) not in found]
         if todo:
-            found.update({e.rid: e for e in load_examples(todo, store)})
+            found.update({e.rid: e for e in load_examples(todo, store, need=need, shape=shape)})
     return found
 
 
@@ -132,9 +138,15 @@ def main() -> int:
             logger.warning("No head in %s (its training failed?); skipped", folder)
             continue
         head = load_head(folder)
-        results[folder] = {
-            n: selection.set_metrics(rows, predict(head, exs), args.rounds) for n, (rows, exs) in sets.items()
-        }
+        per: dict[str, dict] = {}
+        for n, (rows, _) in sets.items():
+            found = _examples(rows, stores, head)
+            if len(found) < len(rows):
+                logger.warning("Head %s: %d rows of set %s have no features of its recipe; left out of its figures",
+                               folder, len(rows) - len(found), n)
+                continue
+            per[n] = selection.set_metrics(rows, predict(head, [found[str(r["id"])] for r in rows]), args.rounds)
+        results[folder] = per
         _, cfg = read_config(folder)
         own[folder] = cfg.get("metrics", {}).get("validation", {}).get("pr_auc")
     if not results:

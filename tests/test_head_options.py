@@ -146,3 +146,42 @@ def test_cli_captures_the_middle_layer_and_trains_with_it(tmp_path, monkeypatch,
     assert cfg["features"]["hidden_layers"] == [1] and cfg["head"]["n_hidden"] > 0
     assert cfg["head"]["d_ff"] == 64 and cfg["head"]["pool_body"] is True
     assert main(["features", "--input", str(data), "--model", str(folder), "--hidden-layers", "9"]) == 2
+
+
+def test_a_store_with_hidden_states_serves_a_head_without_them(tmp_path, monkeypatch, tokenizer, make_model):
+    """One capture with the middle layer serves both options: cut to the plain recipe, its rows
+    equal a plain capture's, and `train --store` on it trains a head without hidden states."""
+    from uhead_viz.cli import main
+    from uhead_viz.featstore import open_store
+    from uhead_viz.features import narrow_features
+
+    monkeypatch.setenv("UHEAD_VIZ_PRECISION", "fp32")
+    monkeypatch.setenv("UHEAD_VIZ_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "m"
+    make_model("llama", seed=0).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    data = tmp_path / "labels.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in _rows()))
+    common = ["--model", str(folder), "--window", "3", "--top-k", "2"]
+    wide, plain = tmp_path / "wide", tmp_path / "plain"
+    assert main(["features", "--input", str(data), "--hidden-layers", "mid", "--store", str(wide), *common]) == 0
+    assert main(["features", "--input", str(data), "--store", str(plain), *common]) == 0
+    spec = CaptureSpec(window=3, top_k=2)
+    base = json.loads((wide / "meta.json").read_text())["base_model"]
+    ws, ps = open_store(wide, spec, base), open_store(plain, spec, base)
+    assert ws.spec.hidden_layers == (1,) and ps.spec == spec
+    got, want = ws.load(), ps.load()
+    assert set(got) == set(want)
+    cfg = json.loads((folder / "config.json").read_text())
+    shape = (cfg["num_hidden_layers"], cfg["num_attention_heads"])
+    for key, (f, _) in got.items():
+        cut = narrow_features(f, *shape, ws.spec, spec)
+        assert cut.shape == want[key][0].shape and f.shape[1] > cut.shape[1]
+        torch.testing.assert_close(cut.float(), want[key][0].float(), atol=2e-3, rtol=0)
+    out = tmp_path / "head"
+    assert main(["train", "--data", str(data), "--store", str(wide), "--d-model", "32", "--layers", "1",
+                 "--n-heads", "2", "--epochs", "1", "--val-fraction", "0.3", "--out", str(out), *common]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["features"]["hidden_layers"] == [] and cfg["head"]["n_hidden"] == 0
+    with pytest.raises(ValueError, match="do not hold"):
+        narrow_features(next(iter(want.values()))[0], *shape, spec, ws.spec)

@@ -54,12 +54,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     extra = {"model": llm.name if llm is not None else None, "head": head_from, "unavailable": unavailable}
     store = None
     if args.store and llm is not None:
-        from .featstore import FeatureStore
+        from .featstore import open_store
         from .internals import CaptureSpec
         from .uhead import base_info
 
         spec = head.spec if head is not None else CaptureSpec()
-        store = FeatureStore(args.store, spec, base_info(llm))
+        store = open_store(args.store, spec, base_info(llm))
         store.merge_parts()  # captures parallel workers left when a run was stopped
     runner = None
     if ray is not None:

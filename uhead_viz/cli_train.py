@@ -166,7 +166,7 @@ def hidden_layers(value: str | None, n_layers: int) -> tuple[int, ...]:
 
 def _store(args: argparse.Namespace, llm: Any):
     """The feature store and recipe for ``args``; a recipe with hidden states gets a folder of its own."""
-    from .featstore import FeatureStore
+    from .featstore import open_store
     from .internals import CaptureSpec
     from .packs import cache_dir
     from .uhead import base_info
@@ -176,7 +176,7 @@ def _store(args: argparse.Namespace, llm: Any):
     spec = CaptureSpec(window=args.window, top_k=args.top_k, hidden_layers=layers)
     suffix = f"-h{'-'.join(map(str, layers))}" if layers else ""
     root = args.store or str(cache_dir() / "features" / f"{llm.name}-{llm.fingerprint[:12]}{suffix}")
-    store = FeatureStore(root, spec, base_info(llm))
+    store = open_store(root, spec, base_info(llm))  # a store of a wider recipe serves this one too
     store.merge_parts()  # captures parallel workers left when a run was stopped
     return store, spec
 
@@ -217,10 +217,10 @@ def cmd_features(args: argparse.Namespace) -> int:
     llm = load_llm(args.model)
     store, spec = _store(args, llm)
     with store:
-        if ray is None:
-            added = extract_features(rows, llm, store, spec)
+        if ray is None:  # a wider store is filled with its own recipe
+            added = extract_features(rows, llm, store, store.spec)
         else:
-            added = _features_on_ray(rows, llm, store, spec, ray)
+            added = _features_on_ray(rows, llm, store, store.spec, ray)
     logger.info("Feature store %s: %d chains (%d added now)", store.root, len(store), added)
     return 0
 
@@ -234,7 +234,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     rows = _rows(paths)
     llm = load_llm(args.model)
     store, spec = _store(args, llm)
-    examples = load_examples(rows, store, llm)
+    shape = (int(llm.model.config.num_hidden_layers), int(llm.model.config.num_attention_heads))
+    examples = load_examples(rows, store, llm, need=spec, shape=shape)
     cfg = TrainConfig(
         d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, d_ff=args.d_ff or 2 * args.d_model,
         dropout=args.dropout, pool_body=not args.keep_marker, d_hidden=args.d_hidden,

@@ -38,7 +38,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .errors import InputError
-from .internals import CaptureSpec
+from .internals import CaptureSpec, covers
 from .jsonl import ResumableWriter, read_rows
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,21 @@ _SHARD_RE = re.compile(r"shard-(\d+)\.safetensors$")
 
 
 Spans = list[list[int]] | list[tuple[int, int]]  # [start, end) token ranges, one per step
+
+def open_store(root: str | Path, spec: CaptureSpec, base: dict[str, Any]) -> FeatureStore:
+    """The store at ``root`` for features of ``spec``.
+
+    A store captured with a recipe that covers ``spec`` (more hidden layers, a longer window,
+    more top-k) is opened with its own recipe, so its rows serve narrower heads too
+    (``features.narrow_features``); any other recipe is refused by ``FeatureStore``.
+    """
+    meta = Path(root) / META
+    if meta.is_file():
+        have = CaptureSpec.from_dict(json.loads(meta.read_text(encoding="utf-8"))["features"])
+        if covers(have, spec):
+            spec = have
+    return FeatureStore(root, spec, base)
+
 
 class FeatureStore:
     """Append-only feature cache; ``add`` buffers, ``flush`` writes a shard (also on close)."""

@@ -64,3 +64,18 @@ def internals_from_features(feats: torch.Tensor, n_layers: int, n_heads: int, sp
         token_logprob=f[:, a + spec.top_k + 1],
         hidden=hidden,
     )
+
+
+def narrow_features(
+    feats: torch.Tensor, n_layers: int, n_heads: int, have: CaptureSpec, need: CaptureSpec
+) -> torch.Tensor:
+    """Features stored with a wider recipe ``have`` as the columns ``need`` would have given.
+
+    One capture with the middle layer's hidden state (or a longer window, more top-k) then
+    serves heads with and without it, so comparing the two options costs one pass of the LLM.
+    """
+    if have == need:
+        return feats
+    if not covers(have, need):
+        raise ValueError(f"Features captured with {have} do not hold what {need} needs.")
+    return token_features(internals_from_features(feats, n_layers, n_heads, have), need).to(feats.dtype)

@@ -34,7 +34,7 @@ from . import metrics
 from .capture import teacher_force
 from .errors import InputError, RowError
 from .featstore import FeatureStore
-from .features import token_features
+from .features import narrow_features, token_features
 from .internals import CaptureSpec
 from .jsonl import problem_of
 from .scorers.base import chain_key
@@ -151,12 +151,19 @@ def is_val(problem: str, fraction: float) -> bool:
     return h / 0xFFFFFFFF < fraction
 
 
-def load_examples(rows: Iterable[dict[str, Any]], store: FeatureStore, llm: Any = None) -> list[Example]:
+def load_examples(
+    rows: Iterable[dict[str, Any]],
+    store: FeatureStore,
+    llm: Any = None,
+    need: CaptureSpec | None = None,
+    shape: tuple[int, int] | None = None,
+) -> list[Example]:
     """Join labelled rows with their stored features by row id; rows without either are skipped.
 
     Each example also gets its steps' body spans (without the ``Step k:`` marker tokens), for
     heads that pool only those: from the store, else (stores written before it kept them)
-    computed with ``llm``'s tokenizer, else the whole spans (logged).
+    computed with ``llm``'s tokenizer, else the whole spans (logged). With ``need`` (and the
+    base model's ``shape``, layers x heads), features of a wider store are cut to that recipe.
     """
     by_id = {r["id"]: r["key"] for r in store.index.values()}
     rows = list(rows)
@@ -169,6 +176,10 @@ def load_examples(rows: Iterable[dict[str, Any]], store: FeatureStore, llm: Any 
             skipped += 1
             continue
         f, spans = feats[key]
+        if need is not None and need != store.spec:
+            if shape is None:
+                raise ValueError("Cutting stored features to another recipe needs the base model's shape.")
+            f = narrow_features(f, shape[0], shape[1], store.spec, need)
         if len(spans) != len(labels) or all(lab is None for lab in labels):
             skipped += 1
             continue
