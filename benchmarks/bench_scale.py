@@ -178,7 +178,8 @@ def main() -> int:
     t0 = time.perf_counter()
     ray.init(include_dashboard=False, logging_level=logging.WARNING,
              runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k.startswith(("UHEAD_VIZ_", "OMP_"))}
-                          | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
+                          | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}},
+             _system_config={"worker_niceness": 0})  # as `--ray` starts a local cluster (ray_run.connect)
     cluster_s = time.perf_counter() - t0
     recipe = ScoreRecipe(ModelRecipe.of(llm), tuple(scorers), head_path if head is not None else None)
     for name, actors in (("Ray, 1 actor", 1), (f"Ray, {args.actors} actors", args.actors)):

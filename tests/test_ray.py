@@ -19,6 +19,7 @@ from tiny_models import build_model, build_tokenizer  # noqa: E402
 
 from uhead_viz.cli import main  # noqa: E402
 from uhead_viz.llm import InputError, load_llm  # noqa: E402
+from uhead_viz.ray_run import local_cluster_options  # noqa: E402
 from uhead_viz.uhead import UHead, save_head  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,8 +32,7 @@ def cluster():
     env = {"UHEAD_VIZ_PRECISION": "fp32", "OMP_NUM_THREADS": "1"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    path = os.pathsep.join([str(ROOT), str(ROOT / "tests")])
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {**env, "PYTHONPATH": path}})
+    ray.init(num_cpus=2, **local_cluster_options(str(ROOT / "tests")))  # the cluster `--ray` starts, of 2 CPUs
     yield
     ray.shutdown()
     for k, v in old.items():
@@ -65,6 +65,16 @@ def setup(tmp_path_factory, cluster):
     expected = tmp / "one-process.jsonl"
     assert main(["score", *common, "--output", str(expected)]) == 0
     return tmp, common, expected.read_text()
+
+
+def test_workers_of_a_local_cluster_run_at_the_commands_priority(cluster):
+    """Ray's own default would nice them to 15, behind every other job on the machine."""
+
+    @ray.remote
+    def niceness() -> int:
+        return os.nice(0)
+
+    assert ray.get(niceness.remote()) == os.nice(0)
 
 
 def test_score_on_ray_equals_one_process_row_for_row(setup, caplog):

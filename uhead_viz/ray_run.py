@@ -100,6 +100,25 @@ def ray_settings(args: argparse.Namespace, rows_per_batch: int) -> RaySettings |
     return RaySettings(args.ray or None, rows, args.ray_actors, args.ray_cpus_per_actor, args.ray_gpus_per_actor)
 
 
+def local_cluster_options(extra_path: str = "") -> dict[str, Any]:
+    """``ray.init`` arguments of the local cluster ``--ray`` starts without an address.
+
+    Workers on this machine import the package from where the driver does (plus ``extra_path``)
+    and get the driver's ``UHEAD_VIZ_*``/thread settings. They run at the command's own priority:
+    Ray's default worker niceness (15) would make them yield to every other job on the machine
+    (two actors beside one normal-priority job shared one core).
+    """
+    env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARD)}
+    package = Path(__file__).resolve().parent
+    parts = (str(package.parent), extra_path, os.environ.get("PYTHONPATH", ""))
+    return {
+        "include_dashboard": False,
+        "runtime_env": {"env_vars": {**env, "PYTHONPATH": os.pathsep.join(p for p in parts if p)}},
+        "logging_level": logging.WARNING,
+        "_system_config": {"worker_niceness": 0},
+    }
+
+
 def connect(address: str | None) -> bool:
     """Connect to Ray (start a local cluster without ``address``); True if this call did it."""
     import ray
@@ -108,10 +127,8 @@ def connect(address: str | None) -> bool:
         return False
     env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARD)}
     package = Path(__file__).resolve().parent
-    if address is None:  # workers on this machine import the package from where the driver does
-        path = os.pathsep.join(p for p in (str(package.parent), os.environ.get("PYTHONPATH", "")) if p)
-        runtime_env: dict[str, Any] = {"env_vars": {**env, "PYTHONPATH": path}}
-        ray.init(include_dashboard=False, runtime_env=runtime_env, logging_level=logging.WARNING)
+    if address is None:
+        ray.init(**local_cluster_options())
     else:  # nodes elsewhere get this package's code; their venv must hold its dependencies
         ray.init(address=address, runtime_env={"env_vars": env, "py_modules": [str(package)]},
                  logging_level=logging.WARNING)
