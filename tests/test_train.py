@@ -297,3 +297,24 @@ def test_position_balancing_makes_position_alone_uninformative():
     # a sparse late position shares the weight of the bucket it is pooled into
     pw = position_pos_weights(exs + [ex([0, 0, 1])], use_conf=True, after_error_weight=0.0, min_pos=5)
     assert len(pw) == 3 and pw[2] == pw[1] and pw[0] == pytest.approx(41 / 10)
+
+
+@pytest.mark.parametrize("attn", ["raw", "window"])
+def test_feature_stats_match_the_stats_of_all_tokens_at_once(attn):
+    """Standardization is summed chain by chain, never from one copy of every training token."""
+    from uhead_viz.train import Example, feature_stats
+    from uhead_viz.uhead import UHead, UHeadConfig
+
+    spec = CaptureSpec(window=2, top_k=2)
+    n_features = 2 * 2 * 2 + 2 + 2
+    head = UHead(UHeadConfig(n_features=n_features, d_model=8, n_heads=2, d_ff=16, attn=attn), spec=spec,
+                 base={"n_layers": 2, "n_heads": 2})
+    gen = torch.Generator().manual_seed(0)
+    exs = [Example(f"c{i}", "", (torch.rand(5 + i, n_features, generator=gen) * (i + 1)).half(), [[0, 5 + i]], [0])
+           for i in range(4)]
+    mean, std = feature_stats(head, exs)
+    allf = head.prepare(torch.cat([e.feats.float() for e in exs]))
+    torch.testing.assert_close(mean, allf.mean(0), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(std, allf.std(0), atol=1e-5, rtol=1e-5)
+    with pytest.raises(InputError, match="Too few"):
+        feature_stats(head, [])

@@ -316,6 +316,25 @@ def _load_state(folder: Path, head: UHead, opt: torch.optim.Optimizer) -> tuple[
     return info, best
 
 
+def feature_stats(head: UHead, exs: list[Example]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and (n-1) standard deviation of the head's inputs over every token of ``exs``.
+
+    Summed chain by chain in float64: one float32 copy of all training tokens would be several
+    GB at PRM800K scale (thousands of chains x 4,000+ columns).
+    """
+    n, total, squares = 0, None, None
+    for e in exs:
+        x = head.prepare(e.feats.float()).double()
+        total = x.sum(0) if total is None else total + x.sum(0)
+        squares = (x * x).sum(0) if squares is None else squares + (x * x).sum(0)
+        n += x.shape[0]
+    if total is None or squares is None or n < 2:
+        raise InputError("Too few training tokens to standardize the features.")
+    mean = total / n
+    var = ((squares - n * mean * mean) / (n - 1)).clamp(min=0)
+    return mean.float(), var.sqrt().float()
+
+
 def train_head(
     examples: list[Example], llm_info: dict[str, Any], spec: CaptureSpec, cfg: TrainConfig, out: str | Path,
     data_summary: dict[str, Any] | None = None,
@@ -342,9 +361,7 @@ def train_head(
     if n_hidden:
         sizes.update(n_hidden=n_hidden, d_hidden=cfg.d_hidden)
     head = UHead(UHeadConfig(n_features=n_features, **sizes), spec=spec, base=llm_info)
-    allf = head.prepare(torch.cat([e.feats.float() for e in train]))
-    head.set_normalization(allf.mean(0), allf.std(0))
-    del allf
+    head.set_normalization(*feature_stats(head, train))
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     pos_weight = torch.tensor(n_neg / (n_pos + cfg.after_error_weight * n_after))
     pos_by_step = None
