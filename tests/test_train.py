@@ -318,3 +318,14 @@ def test_feature_stats_match_the_stats_of_all_tokens_at_once(attn):
     torch.testing.assert_close(std, allf.std(0), atol=1e-5, rtol=1e-5)
     with pytest.raises(InputError, match="Too few"):
         feature_stats(head, [])
+
+
+def test_batches_keep_order_and_cut_where_padding_would_pass_the_token_budget():
+    from uhead_viz.train import batches
+
+    lengths = [10, 10, 100, 10, 5000, 10, 10, 10]
+    got = batches(lengths, list(range(8)), size=3, max_tokens=300)
+    assert [j for b in got for j in b] == list(range(8))  # every item once, in order
+    assert got == [[0, 1, 2], [3], [4], [5, 6, 7]]  # 4 x 100 > 300; 5000 goes alone
+    assert all(len(b) * max(lengths[j] for j in b) <= 300 or len(b) == 1 for b in got)
+    assert batches([5] * 5, [4, 3, 2, 1, 0], size=16, max_tokens=8192) == [[4, 3, 2, 1, 0]]

@@ -242,7 +242,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         mode=args.mode, pool=args.pool, context=args.context, attn=args.attn, lr=args.lr,
         weight_decay=args.weight_decay, max_epochs=args.epochs,
         patience=args.patience,
-        seed=args.seed, batch_size=args.batch_size, after_error_weight=args.after_error_weight,
+        seed=args.seed, batch_size=args.batch_size, batch_tokens=args.batch_tokens,
+        after_error_weight=args.after_error_weight,
         balance_position=args.balance_position,
         val_fraction=args.val_fraction,
     )
@@ -426,6 +427,8 @@ def add_parsers(sub: Any) -> None:
             p.add_argument("--epochs", type=int, default=d.max_epochs)
             p.add_argument("--patience", type=int, default=d.patience)
             p.add_argument("--batch-size", type=int, default=d.batch_size)
+            p.add_argument("--batch-tokens", type=int, default=d.batch_tokens,
+                           help="a batch also ends where it would pad past this many tokens")
             p.add_argument("--val-fraction", type=float, default=d.val_fraction)
             p.add_argument(
                 "--after-error-weight", type=float, default=d.after_error_weight,

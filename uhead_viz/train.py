@@ -105,6 +105,9 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.05
     batch_size: int = 16
+    # A batch is also cut where it would pad past this many tokens: PRM800K chains reach 6,000
+    # tokens, and 16 of them padded to that length (features and attention maps) exceed 20 GB.
+    batch_tokens: int = 8192
     # on 1,600-3,200 chains the best epoch came at 1-6 in every run (docs/experiments.md)
     max_epochs: int = 10
     patience: int = 3
@@ -272,13 +275,31 @@ def _batch(
     return feats, valid, steps, pool, y, w
 
 
+def batches(lengths: list[int], order: list[int], size: int, max_tokens: int) -> list[list[int]]:
+    """``order`` cut into batches of at most ``size`` items whose padded size (items x the
+    longest) stays within ``max_tokens``; a longer item than that goes alone."""
+    out: list[list[int]] = []
+    cur: list[int] = []
+    longest = 0
+    for j in order:
+        t = max(longest, lengths[j])
+        if cur and (len(cur) >= size or (len(cur) + 1) * t > max_tokens):
+            out.append(cur)
+            cur, t = [], lengths[j]
+        cur.append(j)
+        longest = t
+    if cur:
+        out.append(cur)
+    return out
+
+
 @torch.no_grad()
-def predict(head: UHead, exs: list[Example], batch_size: int = 32) -> list[list[float]]:
+def predict(head: UHead, exs: list[Example], batch_size: int = 32, max_tokens: int = 16384) -> list[list[float]]:
     """Per example, per step: p_error."""
     head.eval()
     out: list[list[float]] = []
-    for i in range(0, len(exs), batch_size):
-        part = exs[i : i + batch_size]
+    for idx in batches([e.feats.shape[0] for e in exs], list(range(len(exs))), batch_size, max_tokens):
+        part = [exs[j] for j in idx]
         feats, valid, steps = collate([(e.feats.float(), e.spans) for e in part])
         p = torch.sigmoid(head(feats, valid, steps, body_mask([e.bodies for e in part], feats.shape[1])))
         out += [p[j, : len(e.spans)].tolist() for j, e in enumerate(part)]
@@ -387,6 +408,7 @@ def train_head(
         len(train), n_pos, n_neg, len(val), pos_weight.item(),
     )
     val_labels = [e.labels for e in val]
+    lengths = [e.feats.shape[0] for e in train]
     bar = tqdm(range(info["epoch"], cfg.max_epochs), desc="epochs", unit="epoch")
     for epoch in bar:
         if epoch - info["best_epoch"] >= cfg.patience and info["best_pr_auc"] >= 0:
@@ -396,8 +418,8 @@ def train_head(
         torch.manual_seed(cfg.seed * 1000 + epoch)  # per-epoch seed: a resumed run replays the same epochs
         order = torch.randperm(len(train)).tolist()
         total = 0.0
-        for i in range(0, len(order), cfg.batch_size):
-            part = [train[j] for j in order[i : i + cfg.batch_size]]
+        for idx in batches(lengths, order, cfg.batch_size, cfg.batch_tokens):
+            part = [train[j] for j in idx]
             feats, valid, steps, pool, y, w = _batch(part, cfg.use_confidence, cfg.after_error_weight, pos_by_step)
             logits = head(feats, valid, steps, pool)
             m = w > 0
