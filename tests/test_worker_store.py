@@ -60,3 +60,62 @@ def test_captures_through_workers_equal_one_process(tmp_path, llama_llm):
     assert sorted(want) == sorted(got)
     for key, (feats, spans) in want.items():
         assert torch.equal(feats, got[key][0]) and spans == got[key][1]
+
+
+def test_a_second_writer_fills_a_part_instead_of_overwriting_shards(tmp_path):
+    """While another process holds a store's writer lock, this one's shards go to a part that the
+    next opening merges; nothing the other wrote is overwritten and every chain stays readable."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from uhead_viz.featstore import LOCK, PARTS
+
+    root = tmp_path / "store"
+    first = FeatureStore(root, SPEC, BASE, shard_size=2)
+    for i in range(2):
+        first.add(f"a{i}", f"a{i}", torch.full((3, 4), float(i)), [[0, 3]])  # a shard: first holds the lock
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import fcntl, sys, time
+        fh = open({str(root / LOCK)!r}, "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            print("busy", flush=True)
+        else:
+            print("held", flush=True)
+        sys.stdin.read()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "busy"  # first's lock is real
+        first.close()
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        holder = subprocess.Popen(holder.args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "held"  # now another process writes the store
+        second = FeatureStore(root, SPEC, BASE, shard_size=2)
+        for i in range(3):
+            second.add(f"b{i}", f"b{i}", torch.full((2, 4), 10.0 + i), [[0, 2]])
+        second.close()
+        assert (root / PARTS).is_dir() and sorted(p.name for p in root.glob("shard-*")) == ["shard-00000.safetensors"]
+        assert set(second.load()) == {"a0", "a1", "b0", "b1", "b2"}
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    third = FeatureStore(root, SPEC, BASE)
+    assert third.merge_parts() == 3 and not (root / PARTS).exists()
+    got = third.load()
+    assert {k: float(f[0, 0]) for k, (f, _) in got.items()} == {"a0": 0.0, "a1": 1.0, "b0": 10.0, "b1": 11.0,
+                                                                "b2": 12.0}
+    third.close()
+
+
+def test_an_index_line_whose_shard_lacks_the_chain_is_dropped_not_fatal(tmp_path, caplog):
+    root = tmp_path / "store"
+    with FeatureStore(root, SPEC, BASE, shard_size=1) as st:
+        st.add("k0", "r0", torch.ones(2, 4), [[0, 2]])
+        st.add("k1", "r1", torch.ones(2, 4), [[0, 2]])
+    (root / "shard-00001.safetensors").replace(root / "shard-00000.safetensors")  # k0's shard now holds k1
+    (root / "shard-00001.safetensors").write_bytes((root / "shard-00000.safetensors").read_bytes())
+    st = FeatureStore(root, SPEC, BASE)
+    assert set(st.load()) == {"k1"} and "k0" not in st and "captured again" in caplog.text

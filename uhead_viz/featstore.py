@@ -23,6 +23,7 @@ the run ends, or when the store is next opened by a command after a run was kill
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -46,6 +47,7 @@ logger = logging.getLogger(__name__)
 META = "meta.json"
 INDEX = "index.jsonl"
 PARTS = "parts"
+LOCK = "writer.lock"
 _SHARD_RE = re.compile(r"shard-(\d+)\.safetensors$")
 
 
@@ -91,9 +93,36 @@ class FeatureStore:
         for _, row, err in read_rows(self.root / INDEX) if (self.root / INDEX).exists() else []:
             if row is not None and not err and (self.root / row["shard"]).exists():
                 self.index[row["key"]] = row
-        numbers = [int(m.group(1)) for p in self.root.iterdir() if (m := _SHARD_RE.search(p.name))]
-        self._next = max(numbers, default=-1) + 1
         self._buf: list[tuple[str, str, torch.Tensor, list[list[int]], list[list[int]] | None]] = []
+        self._lock: Any = None  # the folder's writer lock, taken at the first write (see ``_writer``)
+        self._part: FeatureStore | None = None  # where this process writes when another holds the lock
+
+    def _writer(self) -> bool:
+        """Take the folder's writer lock if no other process holds it; True if this process writes here.
+
+        Two processes appending shards and index lines to one folder would overwrite each other's
+        shards (each numbers them from what it saw at open). The second writer therefore fills a
+        part under ``parts/`` instead, as a parallel worker does, and the next command that opens
+        the store while no one writes it merges the part in (``merge_parts``). The lock is an
+        ``flock``: it goes with the process, also when the process is killed.
+        """
+        if self._lock is None:
+            fh = open(self.root / LOCK, "a+")  # noqa: SIM115  (held open as long as this store writes)
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                fh.close()
+                return False
+            self._lock = fh
+            numbers = [int(m.group(1)) for p in self.root.iterdir() if (m := _SHARD_RE.search(p.name))]
+            self._next = max(numbers, default=-1) + 1
+        return True
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
 
     def __contains__(self, key: str) -> bool:
         return key in self.index or any(k == key for k, *_ in self._buf)
@@ -118,6 +147,20 @@ class FeatureStore:
 
     def flush(self) -> None:
         if not self._buf:
+            return
+        if self._part is None and not self._writer():
+            name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            have = json.loads((self.root / META).read_text(encoding="utf-8"))
+            self._part = FeatureStore(self.root / PARTS / name, self.spec, have["base_model"], self.shard_size)
+            logger.info("Another process is writing %s; this one's captures go to %s and are merged in by the "
+                        "next command that opens the store", self.root, self._part.root)
+        if self._part is not None:
+            for k, rid, f, spans, bodies in self._buf:
+                self._part.add(k, rid, f, spans, bodies)
+            self._part.flush()
+            where = Path(PARTS) / self._part.root.name  # readable here as well, by a path inside the store
+            self.index.update({k: {**r, "shard": str(where / r["shard"])} for k, r in self._part.index.items()})
+            self._buf.clear()
             return
         name = f"shard-{self._next:05d}.safetensors"
         tmp = self.root / (name + ".tmp")
@@ -147,6 +190,8 @@ class FeatureStore:
         have = json.loads((self.root / META).read_text(encoding="utf-8"))
         src = FeatureStore(other, self.spec, have["base_model"])  # refuses another model or recipe
         self.flush()
+        if not self._writer():
+            raise InputError(f"Another process is writing the feature store {self.root}; merge when it is done.")
         by_shard: dict[str, list[dict[str, Any]]] = {}
         for row in src.index.values():
             if row["key"] not in self.index:
@@ -178,7 +223,9 @@ class FeatureStore:
         """
         added = 0
         parts = self.root / PARTS
-        for part in sorted(parts.iterdir()) if parts.is_dir() else []:
+        if not parts.is_dir() or not self._writer():  # nothing to merge, or someone is writing: later
+            return 0
+        for part in sorted(parts.iterdir()):
             if (part / META).is_file():
                 added += self.absorb(part, move=True)
             shutil.rmtree(part, ignore_errors=True)
@@ -190,6 +237,9 @@ class FeatureStore:
 
     def close(self) -> None:
         self.flush()
+        if self._part is not None:
+            self._part.close()
+        self._release()
 
     def __enter__(self) -> FeatureStore:
         return self
@@ -217,8 +267,14 @@ class FeatureStore:
                 out[k] = (f, spans)
         for shard, ks in by_shard.items():
             with safe_open(str(self.root / shard), framework="pt") as f:
+                held = set(f.keys())
                 for k in ks:
-                    out[k] = (f.get_tensor(k), self.index[k]["spans"])
+                    if k in held:
+                        out[k] = (f.get_tensor(k), self.index[k]["spans"])
+                    else:  # an index line whose shard was overwritten (stores written before the lock)
+                        logger.warning("Chain %s is indexed in %s but not held there; it will be captured again",
+                                       self.index[k].get("id", k), shard)
+                        del self.index[k]
         return out
 
 
