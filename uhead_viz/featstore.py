@@ -93,9 +93,28 @@ class FeatureStore:
         for _, row, err in read_rows(self.root / INDEX) if (self.root / INDEX).exists() else []:
             if row is not None and not err and (self.root / row["shard"]).exists():
                 self.index[row["key"]] = row
+        self._drop_unheld()
         self._buf: list[tuple[str, str, torch.Tensor, list[list[int]], list[list[int]] | None]] = []
         self._lock: Any = None  # the folder's writer lock, taken at the first write (see ``_writer``)
         self._part: FeatureStore | None = None  # where this process writes when another holds the lock
+
+    def _drop_unheld(self) -> None:
+        """Forget index lines whose shard does not hold their chain (reading only the shards' headers),
+        so ``features`` captures those chains again. Stores written by two processes at once before
+        the writer lock existed have such lines: a shard overwritten by the other process."""
+        by_shard: dict[str, list[str]] = {}
+        for k, row in self.index.items():
+            by_shard.setdefault(row["shard"], []).append(k)
+        lost = []
+        for shard, keys in by_shard.items():
+            with safe_open(str(self.root / shard), framework="pt") as f:
+                held = set(f.keys())
+            lost += [k for k in keys if k not in held]
+        for k in lost:
+            del self.index[k]
+        if lost:
+            logger.warning("%d chains indexed in %s are not in their shards; they will be captured again",
+                           len(lost), self.root)
 
     def _writer(self) -> bool:
         """Take the folder's writer lock if no other process holds it; True if this process writes here.
