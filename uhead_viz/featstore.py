@@ -18,7 +18,10 @@ under another id is stored once and a changed chain is never served stale featur
 
 Parallel workers (``features --ray``) never write this folder's index: each fills a store of
 its own under ``parts/`` (``WorkerStore``), and ``merge_parts`` moves their shards in when
-the run ends, or when the store is next opened by a command after a run was killed.
+the run ends, or when the store is next opened by a command after a run was killed. One
+process writes the folder at a time (``writer.lock``, an ``flock``): a second ``features`` or
+``evaluate --store`` run on the same folder fills a part as a worker does, instead of numbering
+shards over the first one's.
 """
 
 from __future__ import annotations
