@@ -121,9 +121,8 @@ def test_store_keeps_bodies_and_a_paper_shaped_head_trains_on_the_middle_hidden_
     assert [e.bodies for e in load_examples(rows, store)] == [e.spans for e in exs]
 
 
-def test_cli_captures_the_middle_layer_and_trains_with_it(tmp_path, monkeypatch, tokenizer, make_model):
-    from uhead_viz.cli import main
-
+def _cli_setup(tmp_path, monkeypatch, tokenizer, make_model):
+    """A tiny model folder and a labelled file, with a model cache of the test's own."""
     monkeypatch.setenv("UHEAD_VIZ_PRECISION", "fp32")
     monkeypatch.setenv("UHEAD_VIZ_CACHE", str(tmp_path / "cache"))
     folder = tmp_path / "m"
@@ -131,6 +130,13 @@ def test_cli_captures_the_middle_layer_and_trains_with_it(tmp_path, monkeypatch,
     tokenizer.save_pretrained(folder)
     data = tmp_path / "labels.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in _rows()))
+    return folder, data
+
+
+def test_cli_captures_the_middle_layer_and_trains_with_it(tmp_path, monkeypatch, tokenizer, make_model):
+    from uhead_viz.cli import main
+
+    folder, data = _cli_setup(tmp_path, monkeypatch, tokenizer, make_model)
     assert main(["features", "--input", str(data), "--model", str(folder), "--hidden-layers", "mid",
                  "--window", "3", "--top-k", "2"]) == 0
     stores = sorted((tmp_path / "cache" / "features").iterdir())
@@ -155,13 +161,7 @@ def test_a_store_with_hidden_states_serves_a_head_without_them(tmp_path, monkeyp
     from uhead_viz.featstore import open_store
     from uhead_viz.features import narrow_features
 
-    monkeypatch.setenv("UHEAD_VIZ_PRECISION", "fp32")
-    monkeypatch.setenv("UHEAD_VIZ_CACHE", str(tmp_path / "cache"))
-    folder = tmp_path / "m"
-    make_model("llama", seed=0).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    data = tmp_path / "labels.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in _rows()))
+    folder, data = _cli_setup(tmp_path, monkeypatch, tokenizer, make_model)
     common = ["--model", str(folder), "--window", "3", "--top-k", "2"]
     wide, plain = tmp_path / "wide", tmp_path / "plain"
     assert main(["features", "--input", str(data), "--hidden-layers", "mid", "--store", str(wide), *common]) == 0
