@@ -152,7 +152,7 @@ def main() -> int:
 
     from uhead_viz.evaluate import resolve_methods
     from uhead_viz.llm import load_llm
-    from uhead_viz.ray_run import RayRunner, RaySettings
+    from uhead_viz.ray_run import RayRunner, RaySettings, local_cluster_options
     from uhead_viz.scoring import build_scorers, default_head, score_batch, score_file
     from uhead_viz.workers import ModelRecipe, ScoreRecipe
 
@@ -176,10 +176,7 @@ def main() -> int:
     score_file(src, ways["one process"][1], batch_size=args.batch_size, runner=local)
 
     t0 = time.perf_counter()
-    ray.init(include_dashboard=False, logging_level=logging.WARNING,
-             runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k.startswith(("UHEAD_VIZ_", "OMP_"))}
-                          | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}},
-             _system_config={"worker_niceness": 0})  # as `--ray` starts a local cluster (ray_run.connect)
+    ray.init(**local_cluster_options())  # the cluster `score --ray` starts on this machine
     cluster_s = time.perf_counter() - t0
     recipe = ScoreRecipe(ModelRecipe.of(llm), tuple(scorers), head_path if head is not None else None)
     for name, actors in (("Ray, 1 actor", 1), (f"Ray, {args.actors} actors", args.actors)):

@@ -289,14 +289,8 @@ class FeatureStore:
                 out[k] = (f, spans)
         for shard, ks in by_shard.items():
             with safe_open(str(self.root / shard), framework="pt") as f:
-                held = set(f.keys())
                 for k in ks:
-                    if k in held:
-                        out[k] = (f.get_tensor(k), self.index[k]["spans"])
-                    else:  # an index line whose shard was overwritten (stores written before the lock)
-                        logger.warning("Chain %s is indexed in %s but not held there; it will be captured again",
-                                       self.index[k].get("id", k), shard)
-                        del self.index[k]
+                    out[k] = (f.get_tensor(k), self.index[k]["spans"])
         return out
 
 

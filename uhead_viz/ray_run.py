@@ -125,11 +125,11 @@ def connect(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
-    env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARD)}
-    package = Path(__file__).resolve().parent
     if address is None:
         ray.init(**local_cluster_options())
     else:  # nodes elsewhere get this package's code; their venv must hold its dependencies
+        env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARD)}
+        package = Path(__file__).resolve().parent
         ray.init(address=address, runtime_env={"env_vars": env, "py_modules": [str(package)]},
                  logging_level=logging.WARNING)
     return True
