@@ -119,3 +119,50 @@ def test_an_index_line_whose_shard_lacks_the_chain_is_dropped_not_fatal(tmp_path
     (root / "shard-00001.safetensors").write_bytes((root / "shard-00000.safetensors").read_bytes())
     st = FeatureStore(root, SPEC, BASE)
     assert "k0" not in st and set(st.load()) == {"k1"} and "captured again" in caplog.text
+
+
+def _hold_lock(root):
+    """Another process holding ``root``'s writer lock until its stdin closes."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from uhead_viz.featstore import LOCK
+
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import fcntl, sys
+        fh = open({str(root / LOCK)!r}, "a+")
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        print("held", flush=True)
+        sys.stdin.read()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_chains_in_a_part_are_read_before_the_part_is_merged(tmp_path):
+    """While one process writes a store, what a second one captured (into a part) is already read
+    by a third (``evaluate --store``, ``train``), so it is neither captured again nor skipped."""
+    root = tmp_path / "store"
+    with FeatureStore(root, SPEC, BASE) as st:
+        st.add("a0", "ra0", torch.zeros(2, 4), [[0, 2]])
+    holder = _hold_lock(root)
+    try:
+        second = FeatureStore(root, SPEC, BASE, shard_size=1)
+        second.add("b0", "rb0", torch.full((3, 4), 7.0), [[0, 1], [1, 3]], bodies=[[0, 1], [2, 3]])
+        reader = FeatureStore(root, SPEC, BASE)
+        assert "b0" in reader and len(reader) == 2
+        assert {r["id"] for r in reader.entries().values()} == {"ra0", "rb0"}
+        feats, spans = reader.load(["b0"])["b0"]
+        assert float(feats[0, 0]) == 7.0 and spans == [[0, 1], [1, 3]] and reader.bodies("b0") == [[0, 1], [2, 3]]
+        assert reader.merge_parts() == 0 and "b0" in reader  # the lock is held: nothing merged, still read
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    second.close()
+    assert second.merge_parts() == 1  # its own part too: merged, not dropped as "already indexed"
+    assert not (root / PARTS).exists()
+    assert set(FeatureStore(root, SPEC, BASE).load()) == {"a0", "b0"}
+    second.add("c0", "rc0", torch.ones(1, 4), [[0, 1]])  # after the merge it writes the folder itself
+    second.close()
+    assert set(FeatureStore(root, SPEC, BASE).load()) == {"a0", "b0", "c0"}

@@ -21,7 +21,8 @@ its own under ``parts/`` (``WorkerStore``), and ``merge_parts`` moves their shar
 the run ends, or when the store is next opened by a command after a run was killed. One
 process writes the folder at a time (``writer.lock``, an ``flock``): a second ``features`` or
 ``evaluate --store`` run on the same folder fills a part as a worker does, instead of numbering
-shards over the first one's.
+shards over the first one's. Until then every reader also finds the chains held in parts
+(``elsewhere``), so a run never captures again what a parallel one has already stored.
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ class FeatureStore:
             if row is not None and not err and (self.root / row["shard"]).exists():
                 self.index[row["key"]] = row
         self._drop_unheld()
+        # chains held in parts/ (parallel writers' stores, not yet merged): readable, never merged twice
+        self.elsewhere: dict[str, dict[str, Any]] = self._parts_index()
         self._buf: list[tuple[str, str, torch.Tensor, list[list[int]], list[list[int]] | None]] = []
         self._lock: Any = None  # the folder's writer lock, taken at the first write (see ``_writer``)
         self._part: FeatureStore | None = None  # where this process writes when another holds the lock
@@ -118,6 +121,28 @@ class FeatureStore:
         if lost:
             logger.warning("%d chains indexed in %s are not in their shards; they will be captured again",
                            len(lost), self.root)
+
+    def _parts_index(self) -> dict[str, dict[str, Any]]:
+        """Index lines of the parts under ``parts/`` that this folder's index lacks, with shard paths
+        inside this folder. A part's shard is written before its index line, so a part that is being
+        written is read safely."""
+        out: dict[str, dict[str, Any]] = {}
+        parts = self.root / PARTS
+        for part in sorted(parts.iterdir()) if parts.is_dir() else []:
+            if not (part / INDEX).is_file():
+                continue
+            for _, row, err in read_rows(part / INDEX):
+                if row is None or err or row["key"] in self.index or not (part / row["shard"]).exists():
+                    continue
+                out[row["key"]] = {**row, "shard": str(Path(PARTS) / part.name / row["shard"])}
+        return out
+
+    def _row(self, key: str) -> dict[str, Any] | None:
+        return self.index.get(key) or self.elsewhere.get(key)
+
+    def entries(self) -> dict[str, dict[str, Any]]:
+        """Index line of every readable chain by key: this folder's own and those still in parts."""
+        return {**self.elsewhere, **self.index}
 
     def _writer(self) -> bool:
         """Take the folder's writer lock if no other process holds it; True if this process writes here.
@@ -147,10 +172,10 @@ class FeatureStore:
             self._lock = None
 
     def __contains__(self, key: str) -> bool:
-        return key in self.index or any(k == key for k, *_ in self._buf)
+        return key in self.index or key in self.elsewhere or any(k == key for k, *_ in self._buf)
 
     def __len__(self) -> int:
-        return len(self.index) + len(self._buf)
+        return len(self.index) + len(self.elsewhere) + len(self._buf)
 
     def add(
         self,
@@ -181,7 +206,7 @@ class FeatureStore:
                 self._part.add(k, rid, f, spans, bodies)
             self._part.flush()
             where = Path(PARTS) / self._part.root.name  # readable here as well, by a path inside the store
-            self.index.update({k: {**r, "shard": str(where / r["shard"])} for k, r in self._part.index.items()})
+            self.elsewhere.update({k: {**r, "shard": str(where / r["shard"])} for k, r in self._part.index.items()})
             self._buf.clear()
             return
         name = f"shard-{self._next:05d}.safetensors"
@@ -245,6 +270,7 @@ class FeatureStore:
         """
         added = 0
         parts = self.root / PARTS
+        self.flush()  # this process's own part, if it has one, is merged with the others
         if not parts.is_dir() or not self._writer():  # nothing to merge, or someone is writing: later
             return 0
         for part in sorted(parts.iterdir()):
@@ -253,6 +279,8 @@ class FeatureStore:
             shutil.rmtree(part, ignore_errors=True)
         if parts.is_dir() and not any(parts.iterdir()):
             parts.rmdir()
+        self.elsewhere = self._parts_index()  # what a part being written still holds
+        self._part = None  # merged (and gone): this process holds the lock and writes here from now on
         if added:
             logger.info("Merged %d chains captured by parallel workers into %s", added, self.root)
         return added
@@ -274,15 +302,16 @@ class FeatureStore:
         for k, _, _, _, bodies in self._buf:
             if k == key:
                 return bodies
-        row = self.index.get(key)
+        row = self._row(key)
         return row.get("bodies") if row is not None else None
 
     def load(self, keys: list[str] | None = None) -> dict[str, tuple[torch.Tensor, list[list[int]]]]:
         """Features and spans of ``keys`` (default: all), read shard by shard."""
-        want = list(self.index) if keys is None else [k for k in keys if k in self.index]
+        rows = self.entries()
+        want = list(rows) if keys is None else [k for k in keys if k in rows]
         by_shard: dict[str, list[str]] = {}
         for k in want:
-            by_shard.setdefault(self.index[k]["shard"], []).append(k)
+            by_shard.setdefault(rows[k]["shard"], []).append(k)
         out: dict[str, tuple[torch.Tensor, list[list[int]]]] = {}
         for k, _, f, spans, _ in self._buf:  # added but not yet flushed
             if keys is None or k in keys:
@@ -290,7 +319,7 @@ class FeatureStore:
         for shard, ks in by_shard.items():
             with safe_open(str(self.root / shard), framework="pt") as f:
                 for k in ks:
-                    out[k] = (f.get_tensor(k), self.index[k]["spans"])
+                    out[k] = (f.get_tensor(k), rows[k]["spans"])
         return out
 
 

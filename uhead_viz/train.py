@@ -168,7 +168,7 @@ def load_examples(
     computed with ``llm``'s tokenizer, else the whole spans (logged). With ``need`` (and the
     base model's ``shape``, layers x heads), features of a wider store are cut to that recipe.
     """
-    by_id = {r["id"]: r["key"] for r in store.index.values()}
+    by_id = {r["id"]: r["key"] for r in store.entries().values()}
     rows = list(rows)
     keys = [by_id.get(str(r.get("id"))) for r in rows]
     feats = store.load([k for k in keys if k])
