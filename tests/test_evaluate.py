@@ -234,3 +234,31 @@ def test_default_and_all_methods(monkeypatch):
     assert {"judge", "combined"} <= set(everything) and [m for m in everything if m not in TRIVIAL][-1] == "combined"
     named, explicit = resolve_methods("combined,maxprob,maxprob")
     assert named == ["maxprob", "combined"] and explicit == {"maxprob", "combined"}
+
+
+def test_evaluate_reads_the_store_features_filled_also_for_rows_cut_after_their_last_label(setup):
+    """``features`` stores whole chains; ``evaluate`` scores a row only up to its last labelled step.
+    The cut chain is read from the whole chain's capture (its first rows): no forward pass, and the
+    same scores as a live capture."""
+    rows = [
+        {"id": "a", "problem": Q, "steps": ["48 / 2 = 24.", "WRONG 48 + 24 = 70.", "So 70."], "labels": [0, 1, None]},
+        {"id": "b", "problem": Q, "steps": ["48 / 2 = 24.", "48 + 24 = 72.", "So 72."], "labels": [0, 0, 0]},
+    ]
+    data = setup["tmp"] / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    store = setup["tmp"] / "store"
+    assert main(["features", "--input", str(data), "--store", str(store)]) == 0
+    args = ["evaluate", "--data", str(data), "--format", "jsonl", "--methods", "uhead,minprob"]
+    assert main([*args, "--out", str(setup["tmp"] / "live.json")]) == 0
+    assert len(setup["calls"]) == 2
+    assert main([*args, "--out", str(setup["tmp"] / "stored.json"), "--store", str(store)]) == 0
+    assert len(setup["calls"]) == 2  # both rows came from the store, "a" from its whole chain's rows
+
+    def scores(name):
+        lines = [json.loads(x) for x in (setup["tmp"] / f"{name}.scores.jsonl").read_text().splitlines()]
+        return {(e["id"], e["method"]): e["scores"] for e in lines if "scores" in e}
+
+    live, stored = scores("live"), scores("stored")
+    assert len(stored[("a", "uhead")]) == 2 and set(live) == set(stored)
+    for k in live:
+        assert stored[k] == pytest.approx(live[k], abs=2e-3), k

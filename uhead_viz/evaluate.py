@@ -49,7 +49,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import InputError, RowError
 from .jsonl import NO_PROBLEM, ResumableWriter, problem_of, read_rows
@@ -59,6 +59,9 @@ from .labels.base import first_error_labels
 from .method_choice import build_scorers_for, method_classes, resolve_methods  # noqa: F401
 from .reports import CAPTURE, build_report, write_report
 from .thresholds import Policy
+
+if TYPE_CHECKING:
+    from .steps import Chain
 
 # metrics (scikit-learn) and the label importers are imported where used: the CLI imports
 # this module for its parser, and ``generate`` should not pay for them
@@ -79,6 +82,9 @@ class Item:
     gold: int | None  # first wrong step, -1 if all are fine, None if unknown (unlabelled steps, no error)
     digest: str
     finished: bool = True  # the kept steps end the chain (see scorers/trivial.py: ``is_last_step``)
+    # the row's steps (and spans) beyond the last labelled one, cut off in ``row``: a feature store
+    # holds the whole chain's capture, and the cut chain's is its first rows
+    rest: dict[str, Any] | None = None
 
 
 def _digest(row: dict[str, Any]) -> str:
@@ -119,7 +125,12 @@ def _item(rid: str, row: dict[str, Any], labels: list[int | None]) -> Item:
         gold: int | None = labels.index(1)
     else:
         gold = -1 if all(x == 0 for x in labels) else None
-    return Item(rid, keep, labels, gold, _digest(keep), row_finished(row) and n == len(row["steps"]))
+    rest = None
+    if n < len(row["steps"]):
+        rest = {"steps": list(row["steps"][n:])}
+        if isinstance(row.get("spans"), list):
+            rest["spans"] = row["spans"][n:]
+    return Item(rid, keep, labels, gold, _digest(keep), row_finished(row) and n == len(row["steps"]), rest)
 
 
 def load_items(path: str | Path, fmt: str) -> tuple[list[Item], list[dict[str, Any]]]:
@@ -243,6 +254,23 @@ def identities(scorers: dict[str, Any], llm: Any, head_id: str = "") -> dict[str
     return by
 
 
+def _whole_chain(item: Item, llm: Any) -> Chain | None:
+    """The chain of ``item``'s row with the steps after its last labelled one put back (None if
+    none were cut): ``features`` stored that chain, so the cut one is read from its capture."""
+    from .scoring import row_to_chain
+
+    if item.rest is None or llm is None:
+        return None
+    row = dict(item.row)
+    row["steps"] = [*row["steps"], *item.rest["steps"]]
+    if "spans" in item.rest and isinstance(row.get("spans"), list):
+        row["spans"] = [*row["spans"], *item.rest["spans"]]
+    try:
+        return row_to_chain(row, llm)
+    except RowError:
+        return None
+
+
 def evaluate_item(
     item: Item, have: dict[str, dict[str, Any] | None], scorers: dict[str, Any], llm: Any, by: dict[str, str]
 ) -> tuple[list[dict[str, Any]], str | None]:
@@ -285,8 +313,9 @@ def evaluate_item(
                     memo.put(m, chain, have[m]["scores"])
         if any(wants_capture(m) for m in todo):
             t0 = time.perf_counter()
+            longer = _whole_chain(item, llm) if any(c.store is not None for c in caches.values()) else None
             for cache in caches.values():
-                cache.get(chain)  # the one forward pass every internals method reads
+                cache.get(chain, longer=longer)  # the one forward pass every internals method reads
             keep(store_entry(item, CAPTURE, by[CAPTURE], None, time.perf_counter() - t0))
         for m in todo:
             s = scorers[m]

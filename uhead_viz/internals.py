@@ -51,6 +51,17 @@ class Internals:
     def __len__(self) -> int:
         return int(self.attn.shape[0])
 
+    def first(self, n: int) -> Internals:
+        """The rows of the first ``n`` tokens: what a capture of only those tokens holds, since the
+        forward pass is causal (a token's internals never depend on later tokens)."""
+        return Internals(
+            attn=self.attn[:n],
+            topk_probs=self.topk_probs[:n],
+            token_logprob=self.token_logprob[:n],
+            entropy=self.entropy[:n],
+            hidden={li: h[:n] for li, h in self.hidden.items()},
+        )
+
 
 def merge_specs(*specs: CaptureSpec | None) -> CaptureSpec:
     """The smallest spec that covers all of ``specs``, so one capture can serve every scorer."""

@@ -75,8 +75,12 @@ class InternalsCache:
         if spec is not None:
             self.spec = merge_specs(self.spec, spec)
 
-    def get(self, chain: Chain, spec: CaptureSpec | None = None) -> Internals:
-        """The chain's internals, restricted to ``spec`` (default: everything captured)."""
+    def get(self, chain: Chain, spec: CaptureSpec | None = None, longer: Chain | None = None) -> Internals:
+        """The chain's internals, restricted to ``spec`` (default: everything captured).
+
+        ``longer``: the chain this one was cut from (``evaluate`` scores a labelled row only up to
+        its last labelled step), whose stored capture serves it when its own is not stored.
+        """
         key = chain_key(chain)
         need = merge_specs(self.spec, spec) if spec is not None else self.spec
         hit = self._items.get(key)
@@ -88,6 +92,8 @@ class InternalsCache:
             self.misses += 1
             self.spec = need
             internals = self._from_store(key, need)
+            if internals is None and longer is not None:
+                internals = self._prefix_from_store(chain, longer, need)
             if internals is None:
                 internals = teacher_force(self.llm, chain, need, trunks=self.trunks)
                 if self.store is not None and covers(need, self.store.spec) and not self.store.spec.hidden_layers:
@@ -104,6 +110,15 @@ class InternalsCache:
         feats, _ = self.store.load([key])[key]
         cfg = self.llm.model.config
         return internals_from_features(feats, int(cfg.num_hidden_layers), int(cfg.num_attention_heads), self.store.spec)
+
+    def _prefix_from_store(self, chain: Chain, longer: Chain, need: CaptureSpec) -> Internals | None:
+        """``chain``'s rows of ``longer``'s stored capture, when ``chain`` is ``longer`` cut short
+        (same prompt, its token ids a prefix of ``longer``'s)."""
+        n = len(chain.ids)
+        if list(chain.prompt_ids) != list(longer.prompt_ids) or list(longer.ids[:n]) != list(chain.ids):
+            return None
+        full = self._from_store(chain_key(longer), need)
+        return full.first(n) if full is not None else None
 
     def clear(self) -> None:
         self._items.clear()
