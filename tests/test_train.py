@@ -329,3 +329,30 @@ def test_batches_keep_order_and_cut_where_padding_would_pass_the_token_budget():
     assert got == [[0, 1, 2], [3], [4], [5, 6, 7]]  # 4 x 100 > 300; 5000 goes alone
     assert all(len(b) * max(lengths[j] for j in b) <= 300 or len(b) == 1 for b in got)
     assert batches([5] * 5, [4, 3, 2, 1, 0], size=16, max_tokens=8192) == [[4, 3, 2, 1, 0]]
+
+
+def test_validation_pr_auc_is_the_mean_over_sources_so_telling_authors_apart_does_not_win():
+    """Source A's chains hold most wrong steps. Scores that only say "this is source A" rank well
+    pooled, yet carry nothing within a source; the mean over sources says so."""
+    from uhead_viz.train import Example, row_source, source_pr_auc
+
+    assert row_source({"label_source": "reference", "model": "qwen-coder-1.5b"}) == "reference/qwen-coder-1.5b"
+    assert row_source({"source": "prm800k-phase1-train", "label_source": "x"}) == "prm800k-phase1-train/"
+
+    def ex(src, labels):
+        return Example("r", "p", torch.zeros(len(labels), 2), [[k, k + 1] for k in range(len(labels))], labels,
+                       source=src)
+
+    examples = [ex("a", [0, 1, 1]), ex("a", [1, 0, 1]), ex("b", [0, 0, 1]), ex("b", [0, 1, 0])]
+    by_source = [[0.9, 0.9, 0.9], [0.9, 0.9, 0.9], [0.1, 0.1, 0.1], [0.1, 0.1, 0.1]]
+    within = [[0.2, 0.8, 0.7], [0.9, 0.1, 0.6], [0.3, 0.2, 0.4], [0.1, 0.5, 0.2]]
+    from uhead_viz import metrics
+
+    labels = [e.labels for e in examples]
+    assert metrics.pr_auc(labels, by_source) > 0.6  # pooled, the source label looks informative
+    mean, per = source_pr_auc(examples, by_source)
+    assert per == {"a": pytest.approx(4 / 6), "b": pytest.approx(2 / 6)} and mean == pytest.approx(0.5)
+    mean_within, _ = source_pr_auc(examples, within)
+    assert mean_within == pytest.approx(1.0)
+    # a source without both classes is left out of the mean
+    assert source_pr_auc([*examples, ex("c", [0, 0])], [*within, [0.5, 0.5]])[1].keys() == {"a", "b"}

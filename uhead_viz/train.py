@@ -7,9 +7,10 @@ Two stages, both resumable:
 2. ``train_head``: split chains by question into train and validation, standardize the
    features, and fit the head with BCE (``pos_weight`` for the rare wrong steps, each
    step weighted by its label's confidence), AdamW, fixed seeds, and early stopping on
-   validation PR-AUC. The decision threshold for "first wrong step" is the one that
-   maximizes ProcessBench F1 on validation. The state is saved after every epoch, so a
-   killed run continues where it stopped.
+   validation PR-AUC, averaged over the data's sources (``source_pr_auc``). The decision
+   threshold for "first wrong step" is the one that maximizes ProcessBench F1 on
+   validation. The state is saved after every epoch, so a killed run continues where it
+   stopped.
 """
 
 from __future__ import annotations
@@ -142,10 +143,35 @@ class Example:
     labels: list[int | None]
     weights: list[float] = field(default_factory=list)
     bodies: list[list[int]] = field(default_factory=list)  # spans without the "Step k:" markers
+    source: str = ""  # who wrote the text and the labels (``row_source``): validation is scored per source
 
     def __post_init__(self) -> None:
         if not self.bodies:
             self.bodies = [list(s) for s in self.spans]
+
+
+def row_source(row: dict[str, Any]) -> str:
+    """Where a row's labels and text come from, e.g. ``reference/qwen-coder-1.5b`` (the ``reference``
+    labeler on the default model's chains) or ``prm800k-phase1-train/gpt-4``."""
+    labels = row.get("source") or row.get("label_source") or ""
+    return f"{labels}/{row.get('model') or ''}"
+
+
+def source_pr_auc(examples: list[Example], scores: list[list[float]]) -> tuple[float, dict[str, float]]:
+    """Validation PR-AUC as the mean over sources of each source's own PR-AUC, and the per-source figures.
+
+    Pooled over sources, PR-AUC rewards a head that tells the sources apart (one author's chains
+    hold more wrong steps than another's) instead of the wrong steps within each; the mean of the
+    per-source figures does not. Sources without both wrong and fine steps are left out.
+    """
+    groups: dict[str, tuple[list, list]] = {}
+    for e, sc in zip(examples, scores):
+        labels, got = groups.setdefault(e.source, ([], []))
+        labels.append(e.labels)
+        got.append(sc)
+    per = {src: metrics.pr_auc(lab, sc) for src, (lab, sc) in sorted(groups.items())}
+    per = {k: v for k, v in per.items() if not math.isnan(v)}
+    return (sum(per.values()) / len(per) if per else float("nan")), per
 
 
 def is_val(problem: str, fraction: float) -> bool:
@@ -190,7 +216,7 @@ def load_examples(
         bodies = store.bodies(key) or (_bodies(row, key, spans, llm) if llm is not None else [])
         whole += not bodies
         out.append(
-            Example(str(row["id"]), problem_of(row) or "", f, spans, labels, conf, bodies)
+            Example(str(row["id"]), problem_of(row) or "", f, spans, labels, conf, bodies, row_source(row))
         )
     if skipped:
         logger.info("%d labelled rows had no stored features or no usable labels; skipped", skipped)
@@ -431,8 +457,10 @@ def train_head(
             torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
             opt.step()
             total += float(loss.detach()) * len(feats)
-        pr = metrics.pr_auc(val_labels, predict(head, val))
-        info["log"].append({"epoch": epoch + 1, "loss": total / len(train), "val_pr_auc": pr})
+        val_scores = predict(head, val)
+        pr, per_source = source_pr_auc(val, val_scores)
+        info["log"].append({"epoch": epoch + 1, "loss": total / len(train), "val_pr_auc": pr,
+                            "val_pr_auc_pooled": metrics.pr_auc(val_labels, val_scores), "by_source": per_source})
         bar.set_postfix(loss=f"{total / len(train):.3f}", val_pr_auc=f"{pr:.3f}")
         if not math.isnan(pr) and pr > info["best_pr_auc"]:
             info["best_pr_auc"], info["best_epoch"] = pr, epoch + 1
@@ -444,7 +472,9 @@ def train_head(
     gold = [metrics.first_error(lab) for lab in val_labels]
     threshold, _ = metrics.best_threshold(gold, scores)
     head.threshold = threshold
-    head.metrics = {"validation": {**metrics.summary(val_labels, scores, threshold), "n_chains": len(val)}}
+    mean_pr, per_source = source_pr_auc(val, scores)
+    head.metrics = {"validation": {**metrics.summary(val_labels, scores, threshold), "n_chains": len(val),
+                                   "pr_auc_mean_over_sources": mean_pr, "pr_auc_by_source": per_source}}
     head.training_summary = {
         "config": asdict(cfg),
         "n_train_chains": len(train),
