@@ -32,6 +32,9 @@ def test_worker_parts_are_merged_once_and_then_removed(tmp_path):
     b.flush()
     b.add("k4", "r4", torch.full((1, 5), 4.0), [[0, 1]])  # never flushed: that worker was killed
     store = FeatureStore(tmp_path / "s", SPEC, BASE)
+    assert store.merge_parts() == 0 and "k3" in store  # both workers live: their parts are read, not merged
+    a.close()  # a finished
+    b.part._release()  # b was killed: its lock went with its process, its buffer was lost
     assert store.merge_parts() == 3
     assert not (tmp_path / "s" / PARTS).exists()
     got = FeatureStore(tmp_path / "s", SPEC, BASE).load()  # what a later command sees on disk
@@ -52,7 +55,7 @@ def test_captures_through_workers_equal_one_process(tmp_path, llama_llm):
     results = []
     for k, w in enumerate(workers):  # rows dealt out as Ray deals out tasks
         results += capture_rows(rows[k::2], llama_llm, w, SPEC, TrunkCache())
-        w.flush()
+        w.close()  # the worker is done (a Ray actor's lock goes with its process)
     assert sorted(r["status"] for r in results) == ["added"] * 6 + ["error"]
     many = FeatureStore(tmp_path / "many", SPEC, base_info(llama_llm))
     assert many.merge_parts() == 6

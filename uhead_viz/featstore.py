@@ -72,6 +72,21 @@ def open_store(root: str | Path, spec: CaptureSpec, base: dict[str, Any]) -> Fea
     return FeatureStore(root, spec, base)
 
 
+def _being_written(folder: Path) -> bool:
+    """Whether a live process holds ``folder``'s writer lock (a part's writer takes it at its first
+    shard, like the store's own writer; the lock dies with its process)."""
+    lock = folder / LOCK
+    if not lock.is_file():
+        return False
+    with open(lock, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    return False
+
+
 class FeatureStore:
     """Append-only feature cache; ``add`` buffers, ``flush`` writes a shard (also on close)."""
 
@@ -274,6 +289,10 @@ class FeatureStore:
         if not parts.is_dir() or not self._writer():  # nothing to merge, or someone is writing: later
             return 0
         for part in sorted(parts.iterdir()):
+            if part == getattr(self._part, "root", None):
+                self._part.close()  # this process's own part: whole on disk before it is merged
+            elif _being_written(part):
+                continue  # another process still fills it: merged by a later opening
             if (part / META).is_file():
                 added += self.absorb(part, move=True)
             shutil.rmtree(part, ignore_errors=True)
