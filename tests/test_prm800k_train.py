@@ -117,3 +117,16 @@ def test_cli_writes_the_chains(tmp_path, capsys):
     assert rows == training_chains(path, "train", neutral="skip")
     assert json.loads(capsys.readouterr().out)["chains"] == len(rows)
     assert cli_main(["prm800k-chains", "--data", str(tmp_path / "none.parquet"), "--out", str(out)]) == 2
+
+
+def test_problems_keeps_a_prefix_of_the_split_that_a_longer_run_extends(tmp_path):
+    train, val = _names()
+    path = _parquet(tmp_path, [x for name in [train[0], val[0], train[1], train[2]] for x in _problem(name)])
+    first2 = training_chains(path, "train", max_branches=2, problems=2)
+    assert [r["problem"] for r in first2 if r["id"].endswith("-main")] == train[:2]  # the val problem is not counted
+    whole = training_chains(path, "train", max_branches=2)
+    assert whole[: len(first2)] == first2 and len(whole) > len(first2)
+    out = tmp_path / "c.jsonl"
+    args = ["prm800k-chains", "--data", str(path), "--max-branches", "2", "--problems", "2", "--out", str(out)]
+    assert cli_main(args) == 0
+    assert [json.loads(x) for x in out.read_text().splitlines()] == first2

@@ -298,7 +298,7 @@ def cmd_prm800k_chains(args: argparse.Namespace) -> int:
 
     if not Path(args.data).is_file():
         raise InputError(f"No PRM800K file {args.data}: give the phase-1 train stepwise parquet with --data.")
-    rows = training_chains(args.data, args.split, args.neutral, args.max_branches, args.seed)
+    rows = training_chains(args.data, args.split, args.neutral, args.max_branches, args.seed, args.problems)
     _write_rows(args.out, rows)
     print(json.dumps({"out": args.out, **summary(rows)}, indent=2))
     return 0
@@ -358,6 +358,7 @@ def add_parsers(sub: Any) -> None:
     )
     pc.add_argument("--max-branches", type=int, default=0, help="at most N rated alternatives per problem (0: all)")
     pc.add_argument("--seed", type=int, default=0, help="seed of the --max-branches draw")
+    pc.add_argument("--problems", type=int, default=0, help="only the split's first N problems (0: all)")
     pc.add_argument("--out", required=True, help="JSONL to write (replaced)")
     pc.set_defaults(func=cmd_prm800k_chains)
 

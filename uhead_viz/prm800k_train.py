@@ -67,12 +67,15 @@ def _after_error_unlabelled(labels: list[int | None]) -> list[int | None]:
 
 
 def training_chains(
-    parquet: str | Path, split: str = "train", neutral: str = "fine", max_branches: int = 0, seed: int = 0
+    parquet: str | Path, split: str = "train", neutral: str = "fine", max_branches: int = 0, seed: int = 0,
+    problems: int = 0,
 ) -> list[dict[str, Any]]:
     """Labelled chain rows of one split (see the module docstring), each problem's trajectory first.
 
     ``max_branches`` > 0 keeps at most that many branches per problem, drawn with ``seed``
-    (the same problems get the same draw whatever else changes). Rows carry ``labels``,
+    (the same problems get the same draw whatever else changes). ``problems`` > 0 keeps the
+    split's first that many problems in file order, so a CPU run can capture a prefix of the
+    set and a later run extend it without changing what came first. Rows carry ``labels``,
     ``label_confidence`` (1 for a rated step, 0 for None) and ``label_source``, as ``label``
     writes them, and no token ids: they are tokenized for whichever model reads them.
     """
@@ -85,10 +88,13 @@ def training_chains(
     for r in rows:
         by_problem.setdefault(r["problem"], []).append(r)
     out: list[dict[str, Any]] = []
-    dropped_after_error = dropped_neutral = 0
+    dropped_after_error = dropped_neutral = taken = 0
     for problem, group in by_problem.items():
         if is_heldout(problem) != (split == "val"):
             continue
+        if problems and taken == problems:
+            break
+        taken += 1
         main = next((r for r in group if r["id"].endswith("-main")), None)
         traj = _after_error_unlabelled(main["labels"]) if main is not None else []
         first_bad = first_error(traj)
