@@ -13,7 +13,7 @@ DATA ?= ../shared/data
 CHAIN_SHARD_SIZE ?= 200
 CHAIN_SHARDS ?= 0 1 2 3 4 5 6 7
 
-.PHONY: run test unit setup examples models models-all bench accuracy chains chains-other labels features train lint clean-cache ray
+.PHONY: run test unit setup examples models models-all bench accuracy chains chains-other labels content-labels features train lint clean-cache ray
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PY) not found). Set PY=/path/to/python3.11"; exit 1; }
@@ -91,13 +91,27 @@ labels: setup
 	$(BIN)/python -m uhead_viz label --input data/chains/eval/gsm8k_test100_qwen-coder-1.5b_int8.jsonl \
 	  --output-dir data/labels/eval --references $(DATA)/gsm8k/test.jsonl
 
-features: labels
-	$(BIN)/python -m uhead_viz features --input 'data/labels/gsm8k_train/shard-*.jsonl' \
-	  'data/labels/gsm8k_train_other/*.jsonl'
+# Labelled text by other authors whose signal lies in a step's content, made in seconds from
+# $(DATA): exact calculation errors in GSM8K train solutions (questions 3,200-3,599, each also
+# unchanged) and PRM800K phase-1 train (people's ratings of GPT-4's steps: the first
+# $(PRM_PROBLEMS) problems of the train split, each trajectory and 4 rated alternatives).
+PRM_PROBLEMS ?= 400
+CONTENT := runs/data
+content-labels: setup
+	$(BIN)/python -m uhead_viz synthetic-errors --data $(DATA) --split train --keep-clean --limit 400 \
+	  --out $(CONTENT)/synthetic_train.jsonl
+	$(BIN)/python -m uhead_viz prm800k-chains --data $(DATA)/prm800k_phase1_train_stepwise.parquet \
+	  --split train --max-branches 4 --problems $(PRM_PROBLEMS) --out $(CONTENT)/prm800k_train.jsonl
 
-train: chains chains-other features
-	$(BIN)/python -m uhead_viz train --data 'data/labels/gsm8k_train/shard-*.jsonl' \
-	  'data/labels/gsm8k_train_other/*.jsonl' --out $(HEAD_OUT)
+# teacher-forced capture with the middle layer's hidden state (about 2 s per chain on a CPU core)
+features: labels content-labels
+	$(BIN)/python -m uhead_viz features --hidden-layers mid --input $(CONTENT)/synthetic_train.jsonl \
+	  'data/labels/gsm8k_train/shard-[0-3].jsonl' $(CONTENT)/prm800k_train.jsonl
+
+train: chains features
+	$(BIN)/python -m uhead_viz train --use-hidden --context step --epochs 7 --patience 7 \
+	  --data $(CONTENT)/synthetic_train.jsonl 'data/labels/gsm8k_train/shard-[0-3].jsonl' \
+	  $(CONTENT)/prm800k_train.jsonl --out $(HEAD_OUT)
 
 # optional: Ray, for score/evaluate/features --ray (docs/scaling.md)
 ray: setup

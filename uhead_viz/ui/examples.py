@@ -39,6 +39,13 @@ EXAMPLES: list[dict[str, str]] = [
         "question": "A bakery sells muffins for $3 each and cookies for $1.50 each. On Monday it sold 24 muffins "
         "and twice as many cookies. How much money did the bakery make on Monday?",
     },
+    {  # the default model slips in the last addition (605 for 595): an example of a step marked wrong
+        "id": "gsm8k-treasure",
+        "style": "GSM8K",
+        "question": "A treasure hunter found a buried treasure chest filled with gems. There were 175 diamonds, "
+        "35 fewer rubies than diamonds, and twice the number of emeralds than the rubies. How many of the gems were "
+        "there in the chest?",
+    },
     {
         "id": "math-divisors",
         "style": "MATH",
