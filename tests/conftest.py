@@ -22,6 +22,36 @@ from tiny_models import CHAT_TEMPLATE, SPECIALS, build_model, build_tokenizer, w
 
 
 @pytest.fixture(scope="session")
+def real_load() -> dict:
+    """The real default model, loaded once for the whole session under the network guard, with what
+    the load tried on the network and how long it took.
+
+    Every test on the real model (tests/integration, tests/robustness) shares this one copy: a
+    second copy left in the heap by an earlier module would count in a later test's memory bound.
+    """
+    import sys
+    import time
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "robustness"))
+    from robust_support import NetGuard, record
+
+    from uhead_viz.llm import load_llm
+
+    t0 = time.perf_counter()
+    with NetGuard() as guard:
+        llm = load_llm()
+    seconds = time.perf_counter() - t0
+    record("model_load", {"model": llm.name, "precision": llm.precision, "seconds": round(seconds, 1)})
+    return {"llm": llm, "guard": guard, "seconds": seconds}
+
+
+@pytest.fixture(scope="session")
+def real_llm(real_load):
+    return real_load["llm"]
+
+
+@pytest.fixture(scope="session")
 def tokenizer():
     return build_tokenizer()
 

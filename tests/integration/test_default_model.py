@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from uhead_viz.capture import CaptureSpec, teacher_force
-from uhead_viz.llm import last_number, load_llm
+from uhead_viz.llm import last_number
 from uhead_viz.steps import chain_from_ids, chain_from_steps, step_body
 
 pytestmark = pytest.mark.integration
@@ -22,8 +22,8 @@ NATALIA = (
 
 
 @pytest.fixture(scope="module")
-def llm():
-    return load_llm()
+def llm(real_llm):
+    return real_llm  # the session's one copy (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 
 from uhead_viz.labels import get_labeler
-from uhead_viz.llm import load_llm
 from uhead_viz.scorers import get_scorer
 from uhead_viz.steps import Chain
 
@@ -26,8 +25,8 @@ STEPS = ["Step 1: In May Natalia sold 48 / 2 = 24 clips.", "Step 2: Altogether s
 
 
 @pytest.fixture(scope="module")
-def llm():
-    return load_llm()
+def llm(real_llm):
+    return real_llm  # the session's one copy (tests/conftest.py)
 
 
 def test_wrong_arithmetic_step_is_judged_less_likely_correct(llm):
