@@ -9,7 +9,13 @@ import pytest
 
 from uhead_viz import llm as llm_module
 from uhead_viz.cli import main
-from uhead_viz.metrics import best_threshold, bootstrap_indices, f1_over_thresholds, percentile_ci
+from uhead_viz.metrics import (
+    best_threshold,
+    best_threshold_by_group,
+    bootstrap_indices,
+    f1_over_thresholds,
+    percentile_ci,
+)
 from uhead_viz.thresholds import FIXED, STORED, ValThresholds, threshold_for
 
 # first error at 1, none, first error at 0
@@ -24,6 +30,21 @@ def test_f1_over_thresholds_by_hand():
     assert f1.tolist() == [0.0, 1.0, pytest.approx(2 / 3), 0.0]
     assert np.isnan(f1_over_thresholds([1], [[0.1, 0.9]], [0.5])).all()  # no clean chain: undefined
     assert best_threshold(GOLD, SCORES) == (pytest.approx(0.5), 1.0)  # midpoint of 0.4 and 0.6
+
+
+def test_threshold_by_group_serves_every_source_not_the_largest():
+    # source "a" (8 chains) is best cut in [0.2, 0.5), and still fair at 0.75; source "b" (2 chains)
+    # is right only in [0.7, 0.8). Pooled, "a" outvotes "b"; the mean over sources serves both.
+    gold = [1] * 4 + [-1] * 4 + [1, -1]
+    scores = [[0.1, 0.9]] * 2 + [[0.1, 0.5]] * 2 + [[0.2, 0.2]] * 4 + [[0.5, 0.8], [0.7, 0.7]]
+    groups = ["a"] * 8 + ["b"] * 2
+    t, f1 = best_threshold(gold, scores)
+    assert 0.2 <= t < 0.5 and f1 == pytest.approx(0.8)
+    t, mean_f1 = best_threshold_by_group(gold, scores, groups)
+    assert 0.7 <= t < 0.8 and mean_f1 == pytest.approx((2 / 3 + 1) / 2)
+    assert best_threshold_by_group(gold, scores, ["a"] * 10) == best_threshold(gold, scores)
+    # a source with no correct chain has no F1 and is left out of the mean
+    assert best_threshold_by_group(gold + [0], scores + [[0.9]], groups + ["c"]) == pytest.approx((t, mean_f1))
 
 
 def test_bootstrap_helpers():

@@ -212,6 +212,30 @@ def test_training_resumes_where_it_stopped(tmp_path, llama_llm, prepared):
     assert _flat(predict(resumed, exs[:4])) == pytest.approx(_flat(predict(full, exs[:4])), abs=1e-5)
 
 
+def test_step_context_training_with_balanced_sources_and_branch_pairs(tmp_path, llama_llm):
+    from uhead_viz.train_batches import branch_pairs
+
+    rows = [{**r, "label_source": "main"} for r in _rows(llama_llm)]
+    for r in rows[::3]:  # a wrong alternative to the second step of every correct chain, by another labeller
+        steps = [r["steps"][0], f"Step 2: 7 wrong {r['id']}"]
+        rows.append({"id": r["id"] + "-alt", "problem": r["problem"], "steps": steps, "labels": [None, 1],
+                     "label_confidence": [0.0, 1.0], "label_source": "branches"})
+    store = FeatureStore(tmp_path / "store", SPEC, base_info(llama_llm))
+    extract_features(rows, llama_llm, store, SPEC)
+    exs = load_examples(rows, store)
+    assert len(branch_pairs(exs)) == 8 and {e.source for e in exs} == {"main/", "branches/"}
+    cfg = TrainConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, max_epochs=3, val_fraction=0.3, lr=3e-3,
+                      context="step", balance_sources=True, pair_weight=1.0)
+    head = train_head(exs, base_info(llama_llm), SPEC, cfg, tmp_path / "ckpt")
+    saved = json.loads((tmp_path / "ckpt" / "config.json").read_text())["training"]["config"]
+    assert saved["balance_sources"] is True and saved["pair_weight"] == 1.0
+    again = load_head(tmp_path / "ckpt", llama_llm)
+    assert _flat(predict(again, exs)) == pytest.approx(_flat(predict(head, exs)), abs=1e-6)
+    with pytest.raises(InputError, match="one of balance_position and balance_sources"):
+        train_head(exs, base_info(llama_llm), SPEC, TrainConfig(balance_position=True, balance_sources=True),
+                   tmp_path / "x")
+
+
 def test_train_refuses_too_little_data(tmp_path, llama_llm, prepared):
     rows, store = prepared
     exs = [e for e in load_examples(rows, store) if 1 not in e.labels]
@@ -271,17 +295,17 @@ def test_scorers_read_a_feature_store_instead_of_the_llm(tmp_path, llama_llm):
 
 
 def test_steps_after_the_first_error_can_count_as_wrong_for_training_only():
-    from uhead_viz.train import Example, _batch
+    from uhead_viz.train_batches import Example, make_batch
 
     e = Example("a", "p", torch.zeros(6, 3), [[0, 2], [2, 4], [4, 6]], [0, 1, None], [0.6, 0.7, 0.0])
-    *_, y, w = _batch([e], use_conf=True, after_error_weight=0.5)
+    *_, y, w = make_batch([e], use_conf=True, after_error_weight=0.5)
     assert y[0].tolist() == [0.0, 1.0, 1.0] and w[0].tolist() == pytest.approx([0.6, 0.7, 0.5])
-    *_, y, w = _batch([e], use_conf=False, after_error_weight=0.0)
+    *_, y, w = make_batch([e], use_conf=False, after_error_weight=0.0)
     assert w[0].tolist() == [1.0, 1.0, 0.0]
 
 
 def test_position_balancing_makes_position_alone_uninformative():
-    from uhead_viz.train import Example, _batch, position_pos_weights
+    from uhead_viz.train_batches import Example, make_batch, position_pos_weights
 
     def ex(labels):
         n = len(labels)
@@ -291,7 +315,7 @@ def test_position_balancing_makes_position_alone_uninformative():
     exs = [ex([0, 0])] * 20 + [ex([0, 1])] * 10 + [ex([1, None])] * 10 + [ex([0, 1])] * 10
     pw = position_pos_weights(exs, use_conf=True, after_error_weight=0.0, min_pos=5)
     assert pw == pytest.approx([4.0, 1.0])
-    *_, y, w = _batch(exs, use_conf=True, after_error_weight=0.0, pos_by_step=pw)
+    *_, y, w = make_batch(exs, use_conf=True, after_error_weight=0.0, pos_by_step=pw)
     for k in (0, 1):  # weighted wrong == weighted fine at every position
         assert float((w[:, k] * y[:, k]).sum()) == pytest.approx(float((w[:, k] * (1 - y[:, k])).sum()))
     # a sparse late position shares the weight of the bucket it is pooled into
@@ -321,7 +345,7 @@ def test_feature_stats_match_the_stats_of_all_tokens_at_once(attn):
 
 
 def test_batches_keep_order_and_cut_where_padding_would_pass_the_token_budget():
-    from uhead_viz.train import batches
+    from uhead_viz.train_batches import batches
 
     lengths = [10, 10, 100, 10, 5000, 10, 10, 10]
     got = batches(lengths, list(range(8)), size=3, max_tokens=300)

@@ -245,6 +245,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed, batch_size=args.batch_size, batch_tokens=args.batch_tokens,
         after_error_weight=args.after_error_weight,
         balance_position=args.balance_position,
+        balance_sources=args.balance_sources,
+        pair_weight=args.pair_weight,
         val_fraction=args.val_fraction,
     )
     sources = sorted({str(r.get("label_source")) for r in rows if r.get("label_source")})
@@ -438,6 +440,14 @@ def add_parsers(sub: Any) -> None:
             p.add_argument(
                 "--balance-position", action="store_true",
                 help="weight wrong steps per step index so that position alone predicts nothing",
+            )
+            p.add_argument(
+                "--balance-sources", action="store_true",
+                help="give every source the same weight in the loss, wrong and fine steps balanced inside each",
+            )
+            p.add_argument(
+                "--pair-weight", type=float, default=d.pair_weight,
+                help="weight of a ranking term on wrong and fine steps that branch from the same prefix (0: off)",
             )
             p.add_argument("--seed", type=int, default=d.seed)
         p.add_argument("--store", default=None, help="feature store folder (default: under ~/.cache/uhead_viz)")

@@ -102,6 +102,29 @@ def best_threshold(gold_first: Sequence[int], scores: Sequence[Sequence[float]])
     return best if best[1] >= 0 else (0.5, float("nan"))
 
 
+def best_threshold_by_group(
+    gold_first: Sequence[int], scores: Sequence[Sequence[float]], groups: Sequence[str]
+) -> tuple[float, float]:
+    """The threshold that maximizes the mean over groups (sources) of each group's ProcessBench F1:
+    (threshold, mean F1). Groups without both kinds of chain are left out; with none left, the
+    pooled ``best_threshold``.
+
+    Pooled, the threshold suits whichever source has the most validation chains; a head that
+    meets several authors' text should flag a step at a cut that holds for each of them.
+    """
+    grid = threshold_grid(scores)
+    by: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        by.setdefault(g, []).append(i)
+    rows = [f1_over_thresholds([gold_first[i] for i in ix], [scores[i] for i in ix], grid) for ix in by.values()]
+    rows = [r for r in rows if not np.isnan(r).all()]
+    if not grid or not rows:
+        return best_threshold(gold_first, scores)
+    mean = np.mean(rows, axis=0)
+    j = int(np.argmax(mean))  # the first of equal maxima
+    return float(grid[j]), float(mean[j])
+
+
 def summary(labels: Sequence[Sequence[int | None]], scores: Sequence[Sequence[float]], threshold: float) -> dict:
     """All step metrics for one method on one labelled set of chains."""
     gold = [first_error(lab) for lab in labels]

@@ -9,7 +9,7 @@ Two stages, both resumable:
    step weighted by its label's confidence), AdamW, fixed seeds, and early stopping on
    validation PR-AUC, averaged over the data's sources (``source_pr_auc``). The decision
    threshold for "first wrong step" is the one that maximizes ProcessBench F1 on
-   validation. The state is saved after every epoch, so a killed run continues where it
+   validation, averaged over the sources too. The state is saved after every epoch, so a killed run continues where it
    stopped.
 """
 
@@ -21,9 +21,8 @@ import logging
 import math
 import os
 import random
-from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,18 @@ from .jsonl import problem_of
 from .scorers.base import chain_key
 from .scoring import row_to_chain
 from .steps import body_spans
+from .train_batches import (
+    Example,
+    batches,
+    branch_pairs,
+    loss_view,
+    make_batch,
+    pair_loss,
+    position_pos_weights,
+    prefix_keys,
+    problem_groups,
+    source_weights,
+)
 from .uhead import UHead, UHeadConfig, body_mask, collate, save_head
 
 logger = logging.getLogger(__name__)
@@ -127,27 +138,19 @@ class TrainConfig:
     # balance_position, wrong steps get a pos_weight per step-index bucket instead of one
     # global one, so that position alone predicts nothing in the training loss.
     balance_position: bool = False
+    # Give every source (``row_source``) the same weight in the loss, and wrong and fine steps the
+    # same weight inside each (``train_batches.source_weights``), instead of one global pos_weight:
+    # otherwise the source with the most steps decides what the head learns, and validation, which
+    # averages over sources, disagrees with training.
+    balance_sources: bool = False
+    # Weight of a ranking term on wrong and fine steps that branch from the same prefix
+    # (``train_batches.branch_pairs``; PRM800K's rated alternatives). 0: BCE alone.
+    pair_weight: float = 0.0
     # Pool a step's body only, not its "Step k:" marker tokens (see UHeadConfig.pool_body).
     pool_body: bool = True
     # With hidden states among the features (``features --hidden-layers``), the width they are
     # projected to before joining the others.
     d_hidden: int = 64
-
-
-@dataclass
-class Example:
-    rid: str
-    problem: str
-    feats: torch.Tensor
-    spans: list[list[int]]
-    labels: list[int | None]
-    weights: list[float] = field(default_factory=list)
-    bodies: list[list[int]] = field(default_factory=list)  # spans without the "Step k:" markers
-    source: str = ""  # who wrote the text and the labels (``row_source``): validation is scored per source
-
-    def __post_init__(self) -> None:
-        if not self.bodies:
-            self.bodies = [list(s) for s in self.spans]
 
 
 def row_source(row: dict[str, Any]) -> str:
@@ -215,9 +218,11 @@ def load_examples(
         conf = row.get("label_confidence") or [1.0] * len(labels)
         bodies = store.bodies(key) or (_bodies(row, key, spans, llm) if llm is not None else [])
         whole += not bodies
-        out.append(
-            Example(str(row["id"]), problem_of(row) or "", f, spans, labels, conf, bodies, row_source(row))
-        )
+        problem = problem_of(row) or ""
+        steps = row.get("steps")
+        prefixes = prefix_keys(problem, [str(x) for x in steps]) if isinstance(steps, list) else []
+        out.append(Example(str(row["id"]), problem, f, spans, labels, conf, bodies, row_source(row),
+                           prefixes if len(prefixes) == len(labels) else []))
     if skipped:
         logger.info("%d labelled rows had no stored features or no usable labels; skipped", skipped)
     if whole:
@@ -238,85 +243,6 @@ def _bodies(row: dict[str, Any], key: str, spans: list[list[int]], llm: Any) -> 
         logger.warning("Row %s no longer matches its stored features; its steps are pooled whole", row.get("id"))
         return []
     return [list(b) for b in body_spans(llm.tokenizer, chain)]
-
-
-def _targets(e: Example, use_conf: bool, after_error_weight: float) -> list[tuple[int, float, float]]:
-    """(step index, target, weight) of every step that counts in the loss."""
-    first = metrics.first_error(e.labels)
-    out = []
-    for k, lab in enumerate(e.labels):
-        if lab is not None:
-            out.append((k, float(lab), float(e.weights[k]) if use_conf else 1.0))
-        elif first != -1 and k > first and after_error_weight > 0:
-            out.append((k, 1.0, after_error_weight))
-    return out
-
-
-def position_pos_weights(
-    exs: list[Example], use_conf: bool, after_error_weight: float, min_pos: float = 10.0
-) -> list[float]:
-    """Per step index, the weight of a wrong step that makes wrong and fine weigh the same there.
-
-    Step indices are pooled upwards from the last one until a bucket holds ``min_pos`` (weighted)
-    wrong steps, so rare late positions share one weight; a bucket with no fine steps gets 1.
-    """
-    pos: dict[int, float] = defaultdict(float)
-    neg: dict[int, float] = defaultdict(float)
-    for e in exs:
-        for k, y, w in _targets(e, use_conf, after_error_weight):
-            if y > 0.5:
-                pos[k] += w
-            else:
-                neg[k] += w
-    n = max([*pos, *neg], default=-1) + 1
-    out = [1.0] * n
-    k = n - 1
-    while k >= 0:
-        lo, p, q = k, 0.0, 0.0
-        while lo >= 0:
-            p, q = p + pos.get(lo, 0.0), q + neg.get(lo, 0.0)
-            if p >= min_pos:
-                break
-            lo -= 1
-        lo = max(lo, 0)
-        for j in range(lo, k + 1):
-            out[j] = q / p if p > 0 and q > 0 else 1.0
-        k = lo - 1
-    return out
-
-
-def _batch(
-    exs: list[Example], use_conf: bool, after_error_weight: float = 0.0, pos_by_step: list[float] | None = None
-) -> tuple[torch.Tensor, ...]:
-    feats, valid, steps = collate([(e.feats.float(), e.spans) for e in exs])
-    pool = body_mask([e.bodies for e in exs], feats.shape[1])
-    s = steps.shape[1]
-    y = torch.zeros(len(exs), s)
-    w = torch.zeros(len(exs), s)
-    for i, e in enumerate(exs):
-        for k, target, weight in _targets(e, use_conf, after_error_weight):
-            if pos_by_step is not None and target > 0.5:
-                weight *= pos_by_step[min(k, len(pos_by_step) - 1)]
-            y[i, k], w[i, k] = target, weight
-    return feats, valid, steps, pool, y, w
-
-
-def batches(lengths: list[int], order: list[int], size: int, max_tokens: int) -> list[list[int]]:
-    """``order`` cut into batches of at most ``size`` items whose padded size (items x the
-    longest) stays within ``max_tokens``; a longer item than that goes alone."""
-    out: list[list[int]] = []
-    cur: list[int] = []
-    longest = 0
-    for j in order:
-        t = max(longest, lengths[j])
-        if cur and (len(cur) >= size or (len(cur) + 1) * t > max_tokens):
-            out.append(cur)
-            cur, t = [], lengths[j]
-        cur.append(j)
-        longest = t
-    if cur:
-        out.append(cur)
-    return out
 
 
 @torch.no_grad()
@@ -409,12 +335,21 @@ def train_head(
         sizes.update(n_hidden=n_hidden, d_hidden=cfg.d_hidden)
     head = UHead(UHeadConfig(n_features=n_features, **sizes), spec=spec, base=llm_info)
     head.set_normalization(*feature_stats(head, train))
+    if cfg.mode == "causal" and cfg.context == "step":  # a step's logit reads its own tokens only
+        train = [loss_view(e, cfg.after_error_weight) for e in train]
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     pos_weight = torch.tensor(n_neg / (n_pos + cfg.after_error_weight * n_after))
-    pos_by_step = None
+    pos_by_step = by_source = None
+    if cfg.balance_position and cfg.balance_sources:
+        raise InputError("Choose one of balance_position and balance_sources: each sets the wrong steps' weight.")
     if cfg.balance_position:
         pos_by_step = position_pos_weights(train, cfg.use_confidence, cfg.after_error_weight)
         logger.info("pos_weight by step index: %s", ", ".join(f"{v:.2f}" for v in pos_by_step))
+        pos_weight = torch.tensor(1.0)
+    if cfg.balance_sources:
+        by_source = source_weights(train, cfg.use_confidence, cfg.after_error_weight)
+        logger.info("weights (fine, wrong) by source: %s",
+                    "; ".join(f"{k} {a:.2f}, {b:.2f}" for k, (a, b) in sorted(by_source.items())))
         pos_weight = torch.tensor(1.0)
     out = Path(out)
     state_dir = out / STATE
@@ -443,15 +378,20 @@ def train_head(
         head.train()
         torch.manual_seed(cfg.seed * 1000 + epoch)  # per-epoch seed: a resumed run replays the same epochs
         order = torch.randperm(len(train)).tolist()
+        units = problem_groups(train, cfg.seed * 1000 + epoch) if cfg.pair_weight > 0 else order
         total = 0.0
-        for idx in batches(lengths, order, cfg.batch_size, cfg.batch_tokens):
+        for idx in batches(lengths, units, cfg.batch_size, cfg.batch_tokens):
             part = [train[j] for j in idx]
-            feats, valid, steps, pool, y, w = _batch(part, cfg.use_confidence, cfg.after_error_weight, pos_by_step)
+            feats, valid, steps, pool, y, w = make_batch(
+                part, cfg.use_confidence, cfg.after_error_weight, pos_by_step, by_source
+            )
             logits = head(feats, valid, steps, pool)
             m = w > 0
             loss = torch.nn.functional.binary_cross_entropy_with_logits(
                 logits[m], y[m], weight=w[m], pos_weight=pos_weight, reduction="sum"
             ) / w[m].sum().clamp(min=1e-6)
+            if cfg.pair_weight > 0:
+                loss = loss + cfg.pair_weight * pair_loss(logits, branch_pairs(part, cfg.after_error_weight))
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
@@ -470,7 +410,7 @@ def train_head(
     head.load_state_dict(best)
     scores = predict(head, val)
     gold = [metrics.first_error(lab) for lab in val_labels]
-    threshold, _ = metrics.best_threshold(gold, scores)
+    threshold, _ = metrics.best_threshold_by_group(gold, scores, [e.source for e in val])
     head.threshold = threshold
     mean_pr, per_source = source_pr_auc(val, scores)
     head.metrics = {"validation": {**metrics.summary(val_labels, scores, threshold), "n_chains": len(val),
