@@ -5,17 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from uhead_viz.train_batches import (
-    Example,
-    batches,
-    branch_pairs,
-    loss_view,
-    make_batch,
-    pair_loss,
-    prefix_keys,
-    problem_groups,
-    source_weights,
-)
+from uhead_viz import train_batches as tb
+from uhead_viz.train_batches import Example, prefix_keys
 from uhead_viz.uhead import UHead, UHeadConfig, body_mask, collate
 
 
@@ -37,7 +28,7 @@ def test_a_step_context_head_scores_a_cut_example_exactly_as_the_whole_chain(aft
     head = UHead(UHeadConfig(n_features=8, d_model=16, n_heads=2, d_ff=32, mode="causal", context="step",
                              pool_body=True)).eval()
     e = _example([None, 0, 1, None])
-    cut = loss_view(e, after_error_weight)
+    cut = tb.loss_view(e, after_error_weight)
     kept = [1, 2, 3] if after_error_weight else [1, 2]
     assert cut.labels == [e.labels[k] for k in kept] and cut.weights == [e.weights[k] for k in kept]
     assert cut.prefixes == [e.prefixes[k] for k in kept]
@@ -46,8 +37,8 @@ def test_a_step_context_head_scores_a_cut_example_exactly_as_the_whole_chain(aft
         whole, part = _logits(head, e), _logits(head, cut)
     assert part.tolist() == pytest.approx(whole[kept].tolist(), abs=1e-5)
     # the targets and weights of the cut example are the whole one's, step for step
-    *_, y, w = make_batch([e], True, after_error_weight)
-    *_, yc, wc = make_batch([cut], True, after_error_weight)
+    *_, y, w = tb.make_batch([e], True, after_error_weight)
+    *_, yc, wc = tb.make_batch([cut], True, after_error_weight)
     assert yc[0].tolist() == y[0, kept].tolist() and wc[0].tolist() == pytest.approx(w[0, kept].tolist())
     # a head that reads the whole chain would score the cut example differently: the cut is for step context only
     chain_head = UHead(UHeadConfig(n_features=8, d_model=16, n_heads=2, d_ff=32, mode="causal", pool_body=True))
@@ -57,7 +48,7 @@ def test_a_step_context_head_scores_a_cut_example_exactly_as_the_whole_chain(aft
 
 def test_an_example_with_every_step_in_the_loss_is_not_copied():
     e = Example("c", "p", torch.zeros(6, 2), [[0, 3], [3, 6]], [0, 0])
-    assert loss_view(e, 0.0) is e
+    assert tb.loss_view(e, 0.0) is e
 
 
 def test_source_weights_give_every_source_the_same_total_and_balance_wrong_and_fine_inside_it():
@@ -66,8 +57,8 @@ def test_source_weights_give_every_source_the_same_total_and_balance_wrong_and_f
                        labels, [1.0] * len(labels), source=src)
 
     exs = [ex("big", [0, 0, 0, 1])] * 30 + [ex("small", [0, 1])] * 5 + [ex("clean", [0, 0])] * 3
-    by = source_weights(exs, use_conf=True, after_error_weight=0.0)
-    *_, y, w = make_batch(exs, True, 0.0, by_source=by)
+    by = tb.source_weights(exs, use_conf=True, after_error_weight=0.0)
+    *_, y, w = tb.make_batch(exs, True, 0.0, by_source=by)
     totals = {}
     for i, e in enumerate(exs):
         wrong, fine = float((w[i] * y[i]).sum()), float((w[i] * (1 - y[i])).sum())
@@ -94,22 +85,22 @@ def test_branch_pairs_join_wrong_and_fine_steps_after_the_same_prefix_only():
         ex(["a", "b"], [None, 1], problem="q"),  # the same steps in another problem: no pair
         ex(["a", "e", "f"], [None, 1, None]),  # wrong, then a step after the first error: not rated
     ]
-    assert sorted(branch_pairs(exs)) == [(1, 1, 0, 1), (2, 1, 0, 1), (5, 1, 0, 1)]
-    assert branch_pairs(exs[:1] + exs[3:5]) == []
+    assert sorted(tb.branch_pairs(exs)) == [(1, 1, 0, 1), (2, 1, 0, 1), (5, 1, 0, 1)]
+    assert tb.branch_pairs(exs[:1] + exs[3:5]) == []
     logits = torch.zeros(6, 3)
     logits[0, 1] = 1.0
-    worse = pair_loss(logits, branch_pairs(exs))
+    worse = tb.pair_loss(logits, tb.branch_pairs(exs))
     logits[[1, 2, 5], 1] = 3.0  # the wrong alternatives now score above the fine step
-    assert pair_loss(logits, branch_pairs(exs)) < worse
-    assert float(pair_loss(logits, [])) == 0.0
+    assert tb.pair_loss(logits, tb.branch_pairs(exs)) < worse
+    assert float(tb.pair_loss(logits, [])) == 0.0
 
 
 def test_grouped_batches_never_split_a_problem():
     exs = [Example(str(j), f"p{j // 3}", torch.zeros(4, 2), [[0, 4]], [0]) for j in range(12)]
-    groups = problem_groups(exs, seed=1)
+    groups = tb.problem_groups(exs, seed=1)
     assert sorted(j for g in groups for j in g) == list(range(12))
     assert all(len({exs[j].problem for j in g}) == 1 for g in groups)
-    got = batches([4] * 12, groups, size=5, max_tokens=1000)
+    got = tb.batches([4] * 12, groups, size=5, max_tokens=1000)
     assert [len(b) for b in got] == [3, 3, 3, 3]  # two groups of 3 would pass 5 items
-    assert problem_groups(exs, seed=1) == groups and problem_groups(exs, seed=2) != groups
-    assert batches([4, 4, 4], [[0, 1, 2]], size=2, max_tokens=1000) == [[0, 1, 2]]  # a big group goes alone
+    assert tb.problem_groups(exs, seed=1) == groups and tb.problem_groups(exs, seed=2) != groups
+    assert tb.batches([4, 4, 4], [[0, 1, 2]], size=2, max_tokens=1000) == [[0, 1, 2]]  # a big group goes alone
