@@ -104,3 +104,14 @@ def test_grouped_batches_never_split_a_problem():
     assert [len(b) for b in got] == [3, 3, 3, 3]  # two groups of 3 would pass 5 items
     assert tb.problem_groups(exs, seed=1) == groups and tb.problem_groups(exs, seed=2) != groups
     assert tb.batches([4, 4, 4], [[0, 1, 2]], size=2, max_tokens=1000) == [[0, 1, 2]]  # a big group goes alone
+
+
+def test_a_cut_example_keeps_its_steps_positions_for_position_balancing():
+    exs = [_example([None, 0, 1, None]), _example([0, 0, 0, 1])]
+    cut = [tb.loss_view(e, 0.0) for e in exs]
+    assert cut[0].positions == [1, 2] and cut[1].positions == [0, 1, 2, 3]  # (its prompt is cut off)
+    want = tb.position_pos_weights(exs, True, 0.0, min_pos=1)
+    assert tb.position_pos_weights(cut, True, 0.0, min_pos=1) == want
+    *_, w = tb.make_batch(exs, True, 0.0, pos_by_step=want)
+    *_, wc = tb.make_batch(cut, True, 0.0, pos_by_step=want)
+    assert wc[0, :2].tolist() == pytest.approx(w[0, 1:3].tolist())

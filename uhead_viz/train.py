@@ -9,8 +9,8 @@ Two stages, both resumable:
    step weighted by its label's confidence), AdamW, fixed seeds, and early stopping on
    validation PR-AUC, averaged over the data's sources (``source_pr_auc``). The decision
    threshold for "first wrong step" is the one that maximizes ProcessBench F1 on
-   validation, averaged over the sources too. The state is saved after every epoch, so a killed run continues where it
-   stopped.
+   validation, averaged over the sources too. The state is saved after every epoch, so a
+   killed run continues where it stopped.
 """
 
 from __future__ import annotations

@@ -43,10 +43,16 @@ class Example:
     # per step, a digest of the problem and the steps before it: steps with the same one branch
     # from the same prefix (``prefix_keys``); empty when unknown
     prefixes: list[str] = field(default_factory=list)
+    # per step, its index in the whole chain (set by ``loss_view``, which drops steps); empty: 0, 1, ...
+    positions: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.bodies:
             self.bodies = [list(s) for s in self.spans]
+
+    def position(self, k: int) -> int:
+        """Step k's index in the whole chain, what ``position_pos_weights`` is keyed on."""
+        return self.positions[k] if self.positions else k
 
 
 def prefix_keys(problem: str, steps: list[str]) -> list[str]:
@@ -84,9 +90,9 @@ def position_pos_weights(
     for e in exs:
         for k, y, w in targets(e, use_conf, after_error_weight):
             if y > 0.5:
-                pos[k] += w
+                pos[e.position(k)] += w
             else:
-                neg[k] += w
+                neg[e.position(k)] += w
     n = max([*pos, *neg], default=-1) + 1
     out = [1.0] * n
     k = n - 1
@@ -142,7 +148,7 @@ def loss_view(e: Example, after_error_weight: float) -> Example:
     pick = lambda xs: [xs[k] for k in keep] if xs else []  # noqa: E731
     labels = [e.labels[k] for k in keep]
     return Example(e.rid, e.problem, torch.cat(pieces), spans, labels, pick(e.weights), bodies, e.source,
-                   pick(e.prefixes))
+                   pick(e.prefixes), [e.position(k) for k in keep])
 
 
 def make_batch(
@@ -158,7 +164,7 @@ def make_batch(
     for i, e in enumerate(exs):
         for k, target, weight in targets(e, use_conf, after_error_weight):
             if pos_by_step is not None and target > 0.5:
-                weight *= pos_by_step[min(k, len(pos_by_step) - 1)]
+                weight *= pos_by_step[min(e.position(k), len(pos_by_step) - 1)]
             if by_source is not None:
                 weight *= by_source.get(e.source, (1.0, 1.0))[int(target > 0.5)]
             y[i, k], w[i, k] = target, weight
